@@ -1,0 +1,11 @@
+"""Show enough of a destination for a person to recognise it, and no more."""
+
+
+def mask_phone_number(e164: str) -> str:
+    """Return ``138****5678`` for ``+8613812345678``: the national number's head and tail."""
+    digits = e164.lstrip("+")
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    if len(digits) <= 7:
+        return "*" * max(len(digits) - 2, 0) + digits[-2:]
+    return f"{digits[:3]}****{digits[-4:]}"

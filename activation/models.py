@@ -1,0 +1,213 @@
+import uuid
+
+import pgtrigger
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class CreditLine(models.Model):
+    """A credit product approved for a customer; its status mirrors the core's."""
+
+    class Status(models.TextChoices):
+        INACTIVE = "inactive", _("Not active yet")
+        PENDING = "pending", _("Activation pending")
+        ACTIVE = "active", _("Active")
+        CLOSED = "closed", _("Closed")
+
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="credit_lines"
+    )
+    reference = models.CharField(_("reference"), max_length=32, unique=True)
+    product_name = models.CharField(_("product"), max_length=100)
+    credit_limit = models.DecimalField(_("credit limit"), max_digits=12, decimal_places=2)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.INACTIVE
+    )
+    # The highest version the core has reported; anything older is stale news.
+    core_version = models.BigIntegerField(default=0)
+    core_activation_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("credit line")
+        verbose_name_plural = _("credit lines")
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.product_name})"
+
+
+class CaseState(models.TextChoices):
+    PENDING_VERIFICATION = "pending_verification", _("Waiting for verification")
+    SUBMITTING = "submitting", _("Sending to the credit system")
+    AWAITING_CONFIRMATION = "awaiting_confirmation", _("Waiting for confirmation")
+    FAILED = "failed", _("Failed")
+    NEEDS_REVIEW = "needs_review", _("Being reviewed by our staff")
+    ACTIVATED = "activated", _("Activated")
+    CLOSED = "closed", _("Closed")
+
+
+TERMINAL_STATES = frozenset({CaseState.ACTIVATED, CaseState.CLOSED})
+OPEN_STATES = frozenset(set(CaseState) - TERMINAL_STATES)
+
+
+class FailureReason(models.TextChoices):
+    CODE_EXPIRED = "code_expired", _("The code expired")
+    CODE_INVALID = "code_invalid", _("The code was not right")
+    TOO_MANY_ATTEMPTS = "too_many_attempts", _("Too many wrong codes")
+    DELIVERY_FAILED = "delivery_failed", _("The code could not be delivered")
+    CORE_BUSY = "core_busy", _("The credit system was busy")
+    CORE_UNAVAILABLE = "core_unavailable", _("The credit system did not answer")
+    CORE_REJECTED = "core_rejected", _("The credit system refused the activation")
+    SYNC_TIMEOUT = "sync_timeout", _("The credit system did not confirm in time")
+    RISK_REVIEW = "risk_review", _("A security check is needed")
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low", _("Low")
+    MEDIUM = "medium", _("Medium")
+    HIGH = "high", _("High")
+
+
+class ActivationCase(models.Model):
+    """One effort to get one credit line activated. Change it only through ``services``."""
+
+    credit_line = models.ForeignKey(CreditLine, on_delete=models.PROTECT, related_name="cases")
+    state = models.CharField(
+        _("state"), max_length=32, choices=CaseState.choices, default=CaseState.FAILED
+    )
+    failure_reason = models.CharField(
+        _("failure reason"), max_length=32, choices=FailureReason.choices, blank=True
+    )
+    failure_detail = models.CharField(
+        _("failure detail"), max_length=200, blank=True, help_text=_("e.g. the core's sub-reason")
+    )
+    risk_level = models.CharField(
+        _("risk level"), max_length=8, choices=RiskLevel.choices, default=RiskLevel.LOW
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="assigned_cases",
+    )
+    retry_count = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(default=timezone.now)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("activation case")
+        verbose_name_plural = _("activation cases")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["credit_line"],
+                condition=~Q(state__in=["activated", "closed"]),
+                name="one_open_case_per_credit_line",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "state_changed_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.credit_line.reference} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+class ActorType(models.TextChoices):
+    CUSTOMER = "customer", _("Customer")
+    STAFF = "staff", _("Staff")
+    SYSTEM = "system", _("System")
+    CORE = "core", _("Core credit system")
+
+
+class CaseEvent(models.Model):
+    """One thing that happened to a case; append-only and hash-chained per case."""
+
+    case = models.ForeignKey(ActivationCase, on_delete=models.PROTECT, related_name="events")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=64)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    state_before = models.CharField(max_length=32, blank=True)
+    state_after = models.CharField(max_length=32, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    device_id = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        verbose_name = _("case event")
+        verbose_name_plural = _("case events")
+        ordering = ["case_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "seq"], name="one_event_per_case_seq")
+        ]
+        triggers = [
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete)
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case_id}#{self.seq} {self.kind}"
+
+
+class CoreRequest(models.Model):
+    """An outbox row: a message the portal owes the core, written with the change that needs it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting to be sent")
+        IN_FLIGHT = "in_flight", _("Being sent")
+        SUCCEEDED = "succeeded", _("Delivered")
+        FAILED = "failed", _("Given up")
+
+    case = models.ForeignKey(ActivationCase, on_delete=models.PROTECT, related_name="core_requests")
+    # One key for every retry of one submission, so the core never activates twice.
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("core request")
+        verbose_name_plural = _("core requests")
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} ({self.status})"
+
+
+class CoreCallback(models.Model):
+    """A callback received from the core, kept so that a redelivery is recognised."""
+
+    webhook_id = models.CharField(max_length=128, unique=True)
+    event_type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("core callback")
+        verbose_name_plural = _("core callbacks")
+
+    def __str__(self) -> str:
+        return self.webhook_id

@@ -1,0 +1,26 @@
+"""Celery tasks: each takes ids, calls one service, and owns only its retry policy."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_core_request(request_id: int) -> None:
+    """Deliver one outbox row; a duplicate message finds the row claimed and does nothing."""
+    services.deliver_core_request(request_id=request_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_core_outbox() -> int:
+    """Re-enqueue every due outbox row, so a lost broker message only delays a request."""
+    request_ids = services.due_core_request_ids()
+    for request_id in request_ids:
+        deliver_core_request.delay(request_id)
+    return len(request_ids)
+
+
+@shared_task(ignore_result=True)
+def reconcile_activations() -> dict[str, int]:
+    """Poll the core for unconfirmed cases and escalate the overdue ones."""
+    return services.reconcile_activations()

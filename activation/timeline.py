@@ -1,0 +1,98 @@
+"""The case timeline: appending events and checking their chain."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import User
+
+from .chain import (
+    GENESIS_HASH,
+    ChainBreak,
+    canonical_timestamp,
+    chain_hash,
+    find_chain_break,
+    json_native,
+)
+from .models import ActivationCase, ActorType, CaseEvent
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where an action came from, recorded on the timeline."""
+
+    ip_address: str | None = None
+    device_id: str = ""
+    user_agent: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> "RequestContext":
+        return cls(
+            ip_address=request.META.get("REMOTE_ADDR") or None,
+            device_id=getattr(request, "device_id", "")[:64],
+            user_agent=request.headers.get("User-Agent", "")[:512],
+        )
+
+
+SYSTEM_CONTEXT = RequestContext()
+
+
+def event_fields(event: CaseEvent) -> dict[str, Any]:
+    """The fields an event's hash covers, in the form they are hashed."""
+    return {
+        "case_id": event.case_id,
+        "seq": event.seq,
+        "kind": event.kind,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "state_before": event.state_before,
+        "state_after": event.state_after,
+        "data": event.data,
+        "ip_address": event.ip_address,
+        "device_id": event.device_id,
+        "user_agent": event.user_agent,
+        "created_at": canonical_timestamp(event.created_at),
+    }
+
+
+def append_case_event(
+    case: ActivationCase,
+    *,
+    kind: str,
+    actor_type: ActorType,
+    actor: User | None = None,
+    state_before: str = "",
+    state_after: str = "",
+    data: dict[str, Any] | None = None,
+    context: RequestContext = SYSTEM_CONTEXT,
+) -> CaseEvent:
+    """Append one event to the case's chain; the caller holds the case's row lock."""
+    last = CaseEvent.objects.filter(case=case).order_by("-seq").values("seq", "hash").first()
+    event = CaseEvent(
+        case=case,
+        seq=(last["seq"] + 1) if last else 1,
+        kind=kind,
+        actor_type=actor_type,
+        actor=actor,
+        state_before=state_before,
+        state_after=state_after,
+        data=json_native(data or {}),
+        ip_address=context.ip_address,
+        device_id=context.device_id,
+        user_agent=context.user_agent,
+        created_at=timezone.now(),
+        prev_hash=last["hash"] if last else GENESIS_HASH,
+    )
+    event.hash = chain_hash(event_fields(event), event.prev_hash)
+    event.save(force_insert=True)
+    return event
+
+
+def find_case_chain_break(case_id: int) -> ChainBreak | None:
+    """Check one case's whole chain, reading it in order without holding it all in memory."""
+    events = CaseEvent.objects.filter(case_id=case_id).order_by("seq").iterator(chunk_size=500)
+    return find_chain_break(
+        (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash) for event in events
+    )

@@ -1,0 +1,96 @@
+"""The case state machine: the one place where a case changes state."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from portal.errors import DomainError
+
+from .models import OPEN_STATES, TERMINAL_STATES, ActivationCase, ActorType, CaseEvent, CaseState
+from .timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
+
+S = CaseState
+
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING_VERIFICATION: frozenset({S.SUBMITTING, S.FAILED}),
+    S.FAILED: frozenset({S.PENDING_VERIFICATION, S.NEEDS_REVIEW}),
+    S.SUBMITTING: frozenset({S.ACTIVATED, S.AWAITING_CONFIRMATION, S.NEEDS_REVIEW}),
+    S.AWAITING_CONFIRMATION: frozenset({S.ACTIVATED, S.NEEDS_REVIEW}),
+    S.NEEDS_REVIEW: frozenset({S.PENDING_VERIFICATION, S.SUBMITTING, S.ACTIVATED, S.CLOSED}),
+    S.ACTIVATED: frozenset(),
+    S.CLOSED: frozenset(),
+}
+
+# States whose case carries a failure reason; every other state clears it.
+STATES_WITH_REASON = frozenset({S.FAILED, S.NEEDS_REVIEW})
+
+
+class TransitionNotAllowed(DomainError):
+    code = "transition_not_allowed"
+    http_status = 409
+
+    def __init__(self, *, current: str, target: str) -> None:
+        super().__init__(
+            _("A case that is %(current)s cannot become %(target)s.")
+            % {"current": current, "target": target},
+            current=current,
+            target=target,
+        )
+
+
+def is_allowed(current: str, target: str, *, actor_type: str) -> bool:
+    """Whether ``current`` may become ``target`` when ``actor_type`` causes it."""
+    if target in ALLOWED_TRANSITIONS.get(current, ()):
+        return True
+    # The core reporting the line active wins from any open state: a late answer is never lost.
+    return target == S.ACTIVATED and current in OPEN_STATES and actor_type == ActorType.CORE
+
+
+def transition(
+    case: ActivationCase,
+    *,
+    to: CaseState,
+    actor_type: ActorType,
+    actor: User | None = None,
+    reason: str = "",
+    detail: str = "",
+    data: dict[str, Any] | None = None,
+    context: RequestContext = SYSTEM_CONTEXT,
+) -> CaseEvent:
+    """Move a locked case to ``to`` and record it, or raise and change nothing."""
+    before = case.state
+    if not is_allowed(before, to, actor_type=actor_type):
+        raise TransitionNotAllowed(current=before, target=to)
+    if to == S.FAILED and not reason:
+        raise ValueError("A case can only fail with a reason.")
+
+    now = timezone.now()
+    case.state = to
+    case.state_changed_at = now
+    case.failure_reason = reason if to in STATES_WITH_REASON else ""
+    case.failure_detail = detail if to in STATES_WITH_REASON else ""
+    fields = ["state", "state_changed_at", "failure_reason", "failure_detail"]
+    if to == S.SUBMITTING:
+        case.sla_due_at = now + timedelta(minutes=settings.ACTIVATION_SLA_MINUTES)
+        fields.append("sla_due_at")
+    if to in TERMINAL_STATES:
+        case.closed_at = now
+        fields.append("closed_at")
+    case.save(update_fields=fields)
+
+    payload = {"reason": reason, "detail": detail} if reason else {}
+    payload.update(data or {})
+    return append_case_event(
+        case,
+        kind="state.changed",
+        actor_type=actor_type,
+        actor=actor,
+        state_before=before,
+        state_after=to,
+        data=payload,
+        context=context,
+    )

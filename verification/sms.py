@@ -1,0 +1,61 @@
+"""Pluggable SMS delivery, chosen by ``SMS_BACKEND`` like Django's e-mail backends."""
+
+import fcntl
+import json
+import logging
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+
+class SmsDeliveryError(Exception):
+    """The message could not be handed to the gateway."""
+
+
+class BaseBackend:
+    def send(self, *, to: str, body: str) -> None:
+        raise NotImplementedError
+
+
+class ConsoleBackend(BaseBackend):
+    """Print each message; for development."""
+
+    def send(self, *, to: str, body: str) -> None:
+        sys.stdout.write(f"SMS to {to}: {body}\n")
+        sys.stdout.flush()
+
+
+class FileBackend(BaseBackend):
+    """Append each message as one JSON line to ``SMS_FILE_PATH``; for the demo and tests."""
+
+    def send(self, *, to: str, body: str) -> None:
+        path = Path(settings.SMS_FILE_PATH)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(
+            {"to": to, "body": body, "sent_at": timezone.now().isoformat()}, ensure_ascii=False
+        )
+        with path.open("a", encoding="utf-8") as handle:
+            # Several processes append at once: a lock keeps every line whole.
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(line + "\n")
+
+
+class LocmemBackend(BaseBackend):
+    """Keep messages in ``LocmemBackend.outbox``; for tests."""
+
+    outbox: list[dict[str, str]] = []
+
+    def send(self, *, to: str, body: str) -> None:
+        self.outbox.append({"to": to, "body": body})
+
+
+def send_sms(*, to: str, body: str) -> None:
+    """Send one message through the configured backend."""
+    backend = import_string(settings.SMS_BACKEND)()
+    backend.send(to=to, body=body)
+    logger.info("SMS sent to %s through %s", to[:-4] + "****", type(backend).__name__)
