@@ -67,6 +67,7 @@ def sms_device_for(user: User) -> SMSDevice:
     return device
 
 
+@transaction.atomic
 def issue_sms_code(*, user: User) -> IssuedCode:
     """Generate a new code (invalidating the last one) and text it once the transaction commits."""
     device = sms_device_for(user)
@@ -87,6 +88,7 @@ def issue_sms_code(*, user: User) -> IssuedCode:
     return IssuedCode(device=device, destination=destination, valid_until=device.valid_until)
 
 
+@transaction.atomic
 def check_sms_code(*, user: User, code: str) -> CheckResult:
     """Check ``code`` against the customer's current SMS code, counting wrong guesses."""
     device = SMSDevice.objects.select_for_update().get(pk=sms_device_for(user).pk)

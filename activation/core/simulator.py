@@ -82,6 +82,7 @@ class CoreSimulator:
         self.keys: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self.activations: dict[str, int] = {}
         self.requests = 0
+        self.requests_by_key: dict[str, int] = {}
         self.in_flight = 0
         self.callbacks_sent = 0
 
@@ -90,6 +91,7 @@ class CoreSimulator:
             self.lines.clear()
             self.keys.clear()
             self.activations.clear()
+            self.requests_by_key.clear()
             self.requests = self.callbacks_sent = 0
 
     def stats(self) -> dict[str, Any]:
@@ -98,6 +100,7 @@ class CoreSimulator:
                 "activations": dict(self.activations),
                 "lines": {ref: asdict(line) for ref, line in self.lines.items()},
                 "requests": self.requests,
+                "requests_by_key": dict(self.requests_by_key),
                 "callbacks_sent": self.callbacks_sent,
                 "config": asdict(self.config),
             }
@@ -134,6 +137,7 @@ class CoreSimulator:
             return 400, {"error": "invalid_request", "detail": "credit_line_ref is required"}, 0
         with self.lock:
             self.requests += 1
+            self.requests_by_key[key] = self.requests_by_key.get(key, 0) + 1
             fate = self._draw()
             if fate == "error":
                 return 503, {"error": "unavailable"}, 0
