@@ -44,7 +44,7 @@ else:
 
 if PRODUCTION:
     problems = []
-    if SECRET_KEY == _DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50:
+    if SECRET_KEY == _DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         problems.append("SECRET_KEY must be set to a random value of at least 50 characters")
     if DEBUG:
         problems.append("DEBUG must be off")

@@ -162,7 +162,9 @@ def test_a_duplicate_is_answered_2xx_and_changes_nothing(client, awaiting_case):
 def test_an_older_version_never_moves_a_case_backwards(client, awaiting_case):
     version = CreditLine.objects.get(pk=awaiting_case.credit_line_id).core_version
     succeeded = event_body(awaiting_case, version=version + 2)
-    assert post(client, succeeded, signed_headers(succeeded, webhook_id="msg_new")).status_code == 200
+    assert (
+        post(client, succeeded, signed_headers(succeeded, webhook_id="msg_new")).status_code == 200
+    )
     stale_failure = event_body(
         awaiting_case, event_type="activation.failed", status="inactive", version=version + 1
     )

@@ -1,0 +1,69 @@
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {
+    "PORTAL_ENV": "production",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "rescue.example.com",
+    "DATABASE_URL": "postgres://portal@db.internal/portal",
+    "CORE_API_TOKEN": "a-real-token",
+    "CORE_WEBHOOK_SECRET": "whsec_cmVhbC1zZWNyZXQtcmVhbC1zZWNyZXQ=",
+    "DEBUG": "false",
+}
+
+
+def load_settings(**overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TEST_"))}
+    env.update(GOOD)
+    env.update(overrides)
+    env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_starts_with_real_settings():
+    assert load_settings().returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+        ({"SECRET_KEY": "x" * 64}, "SECRET_KEY"),
+        ({"DEBUG": "true"}, "DEBUG"),
+        ({"DATABASE_URL": "sqlite:///var/db.sqlite3"}, "SQLite"),
+        ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS"),
+        ({"CORE_WEBHOOK_SECRET": ""}, "CORE_WEBHOOK_SECRET"),
+    ],
+)
+def test_production_refuses_insecure_defaults(override, complaint):
+    result = load_settings(**override)
+    assert result.returncode != 0
+    assert "Refusing to start in production" in result.stderr
+    assert complaint in result.stderr
+
+
+def test_production_passes_the_deploy_checks():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TEST_"))}
+    env.update(GOOD, DJANGO_SETTINGS_MODULE="portal.settings")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
