@@ -1,13 +1,32 @@
 """The back office: Django's admin behind django-otp, so every page needs a verified device."""
 
+from django import forms
 from django.utils.translation import gettext_lazy as _
-from django_otp.admin import OTPAdminSite
+from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+
+class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
+    """Password plus the code from the staff member's authenticator app.
+
+    Staff verify with TOTP only, so the form uses their confirmed TOTP device instead of asking
+    them to pick one (django-otp refuses to guess among several kinds of device).
+    """
+
+    otp_device = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def _chosen_device(self, user):
+        device = super()._chosen_device(user)
+        if device is None and user is not None:
+            device = TOTPDevice.objects.devices_for_user(user, confirmed=True).first()
+        return device
 
 
 class BackofficeSite(OTPAdminSite):
     site_header = _("Activation Rescue back office")
     site_title = _("Activation Rescue")
     index_title = _("Stuck activations")
+    login_form = BackofficeAuthenticationForm
 
 
 backoffice = BackofficeSite(name="backoffice")

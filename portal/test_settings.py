@@ -29,6 +29,8 @@ _database_url = _env.str("TEST_DATABASE_URL", default="")
 if not _database_url and _answers("127.0.0.1", 5432):
     _database_url = "postgres://postgres@127.0.0.1:5432/activation_rescue"
 DATABASES = {"default": _env.db_url_config(_database_url or "sqlite://:memory:")}
+# Threads (live server, concurrency tests) must not keep connections that block teardown.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 _redis_url = _env.str("TEST_REDIS_URL", default="")
 if not _redis_url and _answers("127.0.0.1", 6379):

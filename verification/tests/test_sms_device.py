@@ -10,8 +10,8 @@ from tests.factories import CustomerFactory
 from tests.fixtures import last_sms_code
 from verification.models import SMSDevice
 from verification.normalize import normalize_code
-from verification.sms import LocmemBackend
 from verification.services import CheckResult, ResendTooSoon, check_sms_code, issue_sms_code
+from verification.sms import LocmemBackend
 
 
 @pytest.fixture
