@@ -9,3 +9,11 @@ def mask_phone_number(e164: str) -> str:
     if len(digits) <= 7:
         return "*" * max(len(digits) - 2, 0) + digits[-2:]
     return f"{digits[:3]}****{digits[-4:]}"
+
+
+def mask_email(address: str) -> str:
+    """Return ``z***@example.com`` for ``zhang.wei@example.com``."""
+    local, _at, domain = address.partition("@")
+    if not domain:
+        return "***"
+    return f"{local[:1]}***@{domain}"

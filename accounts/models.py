@@ -17,6 +17,12 @@ class User(AbstractUser):
         unique=True,
         help_text=_("The core credit system's id for this customer, e.g. C-000045."),
     )
+    preferred_language = models.CharField(
+        _("preferred language"),
+        max_length=16,
+        blank=True,
+        help_text=_("The language of the pages the customer last used; SMS follow it."),
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"

@@ -197,6 +197,23 @@ class CoreRequest(models.Model):
         return f"{self.idempotency_key} ({self.status})"
 
 
+class CodeSubmission(models.Model):
+    """The answer given to one submitted code form, so a resubmission gets the same answer."""
+
+    case = models.ForeignKey(ActivationCase, on_delete=models.CASCADE, related_name="+")
+    # A random id printed into each code form: a double tap or a browser retry repeats it.
+    submission_id = models.UUIDField(unique=True)
+    result = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("code submission")
+        verbose_name_plural = _("code submissions")
+
+    def __str__(self) -> str:
+        return f"{self.submission_id}: {self.result}"
+
+
 class CoreCallback(models.Model):
     """A callback received from the core, kept so that a redelivery is recognised."""
 

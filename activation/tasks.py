@@ -2,7 +2,10 @@
 
 from celery import shared_task
 
+from verification.delivery import DeliveryError
+
 from . import services
+from .services.notifications import notify_customer_of_resolution
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -24,3 +27,15 @@ def sweep_core_outbox() -> int:
 def reconcile_activations() -> dict[str, int]:
     """Poll the core for unconfirmed cases and escalate the overdue ones."""
     return services.reconcile_activations()
+
+
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(DeliveryError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def notify_case_resolved(case_id: int) -> None:
+    """Tell the customer their case is resolved; a gateway failure is retried with back-off."""
+    notify_customer_of_resolution(case_id=case_id)

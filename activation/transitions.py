@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -50,6 +51,13 @@ def is_allowed(current: str, target: str, *, actor_type: str) -> bool:
     return target == S.ACTIVATED and current in OPEN_STATES and actor_type == ActorType.CORE
 
 
+def _notify_customer_on_commit(case_id: int) -> None:
+    from .tasks import notify_case_resolved  # tasks import the services, which import this
+
+    # robust: a broker hiccup must not turn a committed resolution into an error page.
+    transaction.on_commit(lambda: notify_case_resolved.delay(case_id), robust=True)
+
+
 def transition(
     case: ActivationCase,
     *,
@@ -81,6 +89,9 @@ def transition(
         case.closed_at = now
         fields.append("closed_at")
     case.save(update_fields=fields)
+
+    if to in TERMINAL_STATES:
+        _notify_customer_on_commit(case.pk)
 
     payload = {"reason": reason, "detail": detail} if reason else {}
     payload.update(data or {})

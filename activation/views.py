@@ -1,20 +1,31 @@
 """Customer pages: thin views over selectors and services."""
 
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts.masking import mask_phone_number
-from verification.services import CheckResult, NoPhoneNumber, ResendTooSoon, sms_device_for
+from verification.models import Channel
+from verification.services import (
+    ChannelUnavailable,
+    CheckResult,
+    ResendTooSoon,
+    TooManyCodes,
+    channel_options,
+    has_live_code,
+    seconds_until_resend,
+)
 
 from . import selectors, services
-from .forms import VerifyCodeForm
-from .models import CaseState
+from .forms import ChooseChannelForm, VerifyCodeForm
+from .models import ActivationCase, CaseState
 from .reasons import EXPLANATIONS, explain
 from .timeline import RequestContext
 from .transitions import TransitionNotAllowed
@@ -24,7 +35,7 @@ RETRYABLE_STATES = frozenset({CaseState.FAILED, CaseState.PENDING_VERIFICATION})
 
 CHECK_MESSAGES = {
     CheckResult.INVALID: gettext_lazy(
-        "That code is not right. Check the newest SMS and try again."
+        "That code is not right. Check the newest message and try again."
     ),
     CheckResult.NO_CODE: gettext_lazy(
         "There is no code waiting for this activation. Ask for a new one."
@@ -51,22 +62,112 @@ def case_list(request: HttpRequest) -> HttpResponse:
     return render(request, "activation/list.html", {"lines": lines})
 
 
+def _status_context(case: ActivationCase) -> dict:
+    return {
+        "case": case,
+        "line": case.credit_line,
+        "explanation": explain(case.failure_reason),
+        "in_progress": case.state in IN_PROGRESS_STATES,
+        "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
+    }
+
+
 @login_required
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_for_customer(request.user, case_id)
-    in_progress = case.state in IN_PROGRESS_STATES
-    return render(
-        request,
-        "activation/detail.html",
-        {
-            "case": case,
-            "line": case.credit_line,
-            "explanation": explain(case.failure_reason),
-            "in_progress": in_progress,
-            "can_retry": case.state in RETRYABLE_STATES,
-            "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
-        },
+    return render(request, "activation/detail.html", _status_context(case))
+
+
+@login_required
+@require_GET
+def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
+    """The case's state and its status panel, for pages that update in place."""
+    case = selectors.case_for_customer(request.user, case_id)
+    context = _status_context(case)
+    html = render_to_string("activation/_status_panel.html", context, request=request)
+    return JsonResponse(
+        {"state": case.state, "in_progress": context["in_progress"], "html": html},
+        headers={"Cache-Control": "no-store"},
     )
+
+
+def _session_key(case: ActivationCase) -> str:
+    return f"verification_channel:{case.pk}"
+
+
+def _current_channel(request: HttpRequest, case: ActivationCase, options) -> str | None:
+    """The channel whose code the customer is expected to enter now, if any."""
+    if case.state != CaseState.PENDING_VERIFICATION:
+        return None
+    available = {option.channel for option in options}
+    remembered = request.session.get(_session_key(case))
+    candidates = [remembered] if remembered in available else []
+    candidates += [option.channel for option in options if option.sends_code]
+    for channel in candidates:
+        if has_live_code(user=request.user, channel=channel):
+            return channel
+    return None
+
+
+def _suggested_channel(case: ActivationCase, options) -> str | None:
+    """The first channel that sends codes, passing over one that just failed to deliver."""
+    failed = case.failure_detail if case.failure_reason == "delivery_failed" else ""
+    sending = [option.channel for option in options if option.sends_code]
+    preferred = [channel for channel in sending if channel != failed]
+    return (preferred or sending or [None])[0]
+
+
+def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpResponse:
+    try:
+        started = services.start_verification(
+            case_id=case.pk,
+            customer=request.user,
+            channel=channel,
+            language=get_language(),
+            context=RequestContext.from_request(request),
+        )
+    except (ResendTooSoon, TooManyCodes, ChannelUnavailable) as error:
+        messages.error(request, error.message)
+    except TransitionNotAllowed:
+        return redirect("activation:detail", case_id=case.pk)
+    else:
+        if not started.delivered:
+            messages.error(
+                request,
+                _("We could not send a code by %(channel)s. Please choose another way.")
+                % {"channel": Channel(channel).label},
+            )
+        else:
+            request.session[_session_key(case)] = channel
+            if channel != Channel.TOTP:
+                messages.success(request, _("We sent you a code."))
+    return redirect("activation:retry", case_id=case.pk)
+
+
+def _verify(request: HttpRequest, case: ActivationCase, channel: str, form: VerifyCodeForm):
+    try:
+        result = services.verify_and_submit(
+            case_id=case.pk,
+            customer=request.user,
+            channel=channel,
+            code=form.cleaned_data["code"],
+            submission_id=form.cleaned_data["submission_id"],
+            context=RequestContext.from_request(request),
+        )
+    except TransitionNotAllowed:
+        return redirect("activation:detail", case_id=case.pk)
+    if result == CheckResult.OK:
+        request.session.pop(_session_key(case), None)
+        return redirect("activation:detail", case_id=case.pk)
+    if result in (CheckResult.EXPIRED, CheckResult.BURNED):
+        if result == CheckResult.BURNED:
+            messages.error(
+                request,
+                _("That code no longer works after too many wrong tries. Ask for a new one."),
+            )
+        return redirect("activation:retry", case_id=case.pk)
+    form.add_error("code", CHECK_MESSAGES[result])
+    return None
 
 
 @login_required
@@ -75,54 +176,47 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_for_customer(request.user, case_id)
     if case.state not in RETRYABLE_STATES:
         return redirect("activation:detail", case_id=case.pk)
-    context = RequestContext.from_request(request)
-    form = VerifyCodeForm()
+    options = channel_options(request.user)
+    action = request.POST.get("action")
+    choose_form = ChooseChannelForm(
+        options=options, initial={"channel": _suggested_channel(case, options)}
+    )
+    verify_form = VerifyCodeForm()
 
-    if request.method == "POST" and request.POST.get("action") == "send":
-        try:
-            services.send_activation_code(case_id=case.pk, customer=request.user, context=context)
-        except ResendTooSoon as error:
-            messages.error(request, error.message)
-        except NoPhoneNumber as error:
-            messages.error(request, error.message)
-        except TransitionNotAllowed:
-            return redirect("activation:detail", case_id=case.pk)
-        else:
-            messages.success(request, _("We sent you a code by SMS."))
-        return redirect("activation:retry", case_id=case.pk)
-
-    if request.method == "POST":
-        form = VerifyCodeForm(request.POST)
-        if form.is_valid():
-            try:
-                result = services.verify_and_submit(
-                    case_id=case.pk,
-                    customer=request.user,
-                    code=form.cleaned_data["code"],
-                    context=context,
-                )
-            except TransitionNotAllowed:
-                return redirect("activation:detail", case_id=case.pk)
-            if result in (CheckResult.OK, CheckResult.EXPIRED, CheckResult.BURNED):
-                return redirect("activation:detail", case_id=case.pk)
-            form.add_error("code", CHECK_MESSAGES[result])
+    if action in ("send", "resend"):
+        choose_form = ChooseChannelForm(request.POST, options=options)
+        if choose_form.is_valid():
+            return _send(request, case, choose_form.cleaned_data["channel"])
+    elif action == "use_app":
+        return _send(request, case, Channel.TOTP)
+    elif action == "verify":
+        channel = _current_channel(request, case, options) or request.session.get(
+            _session_key(case), Channel.SMS
+        )
+        verify_form = VerifyCodeForm(request.POST)
+        if verify_form.is_valid():
+            response = _verify(request, case, channel, verify_form)
+            if response is not None:
+                return response
 
     case.refresh_from_db()
-    code_sent = False
-    destination = ""
-    if request.user.phone_number:
-        device = sms_device_for(request.user)
-        code_sent = case.state == CaseState.PENDING_VERIFICATION and device.has_live_code()
-        destination = mask_phone_number(str(device.phone_number))
+    channel = None if request.GET.get("choose") else _current_channel(request, case, options)
+    option = next((o for o in options if o.channel == channel), None)
     return render(
         request,
         "activation/retry.html",
         {
             "case": case,
             "line": case.credit_line,
-            "form": form,
-            "code_sent": code_sent,
-            "destination": destination,
-            "explanation": explain(case.failure_reason),
+            "options": options,
+            "can_use_app": any(o.channel == Channel.TOTP for o in options),
+            "choose_form": choose_form,
+            "form": verify_form,
+            "channel": option,
+            "submission_id": uuid.uuid4(),
+            "resend_in": seconds_until_resend(user=request.user, channel=channel)
+            if channel and channel != Channel.TOTP
+            else 0,
+            "explanation": explain(case.failure_reason) if case.state == CaseState.FAILED else None,
         },
     )

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "phonenumber_field",
     "pgtrigger",
+    "axes",
     "accounts",
     "verification",
     "activation",
@@ -89,6 +90,8 @@ MIDDLEWARE = [
     "portal.middleware.DeviceIdMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -111,6 +114,17 @@ TEMPLATES = [
 ]
 
 AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses sign-ins from a locked-out address and account.
+    "axes.backends.AxesStandaloneBackend",
+    "accounts.backends.PhoneOrUsernameBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_IPWARE_PROXY_COUNT", default=0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "activation:list"
 LOGOUT_REDIRECT_URL = "home"
@@ -221,9 +235,25 @@ VERIFICATION_CODE_TTL_SECONDS = env.int("VERIFICATION_CODE_TTL_SECONDS", default
 VERIFICATION_RESEND_COOLDOWN_SECONDS = env.int("VERIFICATION_RESEND_COOLDOWN_SECONDS", default=60)
 VERIFICATION_THROTTLE_FACTOR = env.int("VERIFICATION_THROTTLE_FACTOR", default=1)
 VERIFICATION_MAX_ATTEMPTS_PER_CODE = env.int("VERIFICATION_MAX_ATTEMPTS_PER_CODE", default=5)
+VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER = env.int(
+    "VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER", default=10
+)
+VERIFICATION_MAX_CODES_PER_HOUR_PER_DESTINATION = env.int(
+    "VERIFICATION_MAX_CODES_PER_HOUR_PER_DESTINATION", default=10
+)
+# Burned codes on one case after which staff take over instead of yet another code.
+VERIFICATION_LOCKOUTS_BEFORE_REVIEW = env.int("VERIFICATION_LOCKOUTS_BEFORE_REVIEW", default=3)
 
 SMS_BACKEND = env.str("SMS_BACKEND", default="verification.sms.FileBackend")
 SMS_FILE_PATH = env.str("SMS_FILE_PATH", default=str(VAR_DIR / "sms.jsonl"))
+SMS_GATEWAY_URL = env.str("SMS_GATEWAY_URL", default="")
+SMS_GATEWAY_TOKEN = env.str("SMS_GATEWAY_TOKEN", default="")
+SMS_GATEWAY_CONNECT_TIMEOUT_SECONDS = env.float("SMS_GATEWAY_CONNECT_TIMEOUT_SECONDS", default=2.0)
+SMS_GATEWAY_READ_TIMEOUT_SECONDS = env.float("SMS_GATEWAY_READ_TIMEOUT_SECONDS", default=5.0)
+SMS_GATEWAY_RETRIES = env.int("SMS_GATEWAY_RETRIES", default=2)
+
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Activation Rescue <no-reply@localhost>")
 
 PHONENUMBER_DEFAULT_REGION = "CN"
 PHONENUMBER_DB_FORMAT = "E164"

@@ -1,4 +1,3 @@
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from activation import views as activation_views
@@ -9,12 +8,7 @@ from .backoffice import backoffice
 urlpatterns = [
     path("", activation_views.home, name="home"),
     path("help/", activation_views.help_page, name="help"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("activation/", include("activation.urls")),
     path("api/v1/", include("activation.api.urls")),
     path("backoffice/", backoffice.urls),

@@ -110,7 +110,7 @@ def start_worker(tmp_path, simulator_process, broker):
 
 
 def submit_retry(customer, case) -> CoreRequest:
-    services.send_activation_code(case_id=case.pk, customer=customer)
+    services.start_verification(case_id=case.pk, customer=customer)
     services.verify_and_submit(case_id=case.pk, customer=customer, code=last_sms_code())
     return CoreRequest.objects.get(case=case)
 

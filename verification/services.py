@@ -1,27 +1,35 @@
-"""Issue and check one-time codes; the activation flow calls these inside its own transaction."""
+"""Issue and check one-time codes on every channel; callers wrap these in their own transaction."""
 
 import enum
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.masking import mask_email, mask_phone_number
 from accounts.models import User
 from portal.errors import DomainError
 
-from .models import SMSDevice
-from .sms import send_sms
+from .delivery import DeliveryError, deliver_code
+from .models import Channel, CodeDelivery, EmailDevice, HashedCodeDevice, Purpose, SMSDevice
+from .normalize import normalize_code
+
+
+def _seconds_until(moment: datetime) -> int:
+    return max(math.ceil((moment - timezone.now()).total_seconds()), 1)
 
 
 class VerificationError(DomainError):
     code = "verification_error"
 
 
-class NoPhoneNumber(VerificationError):
-    code = "no_phone_number"
+class ChannelUnavailable(VerificationError):
+    code = "channel_unavailable"
 
 
 class ResendTooSoon(VerificationError):
@@ -30,13 +38,27 @@ class ResendTooSoon(VerificationError):
 
     def __init__(self, *, retry_at: datetime) -> None:
         self.retry_at = retry_at
-        seconds = max(int((retry_at - timezone.now()).total_seconds()) + 1, 1)
-        self.seconds_left = seconds
+        self.seconds_left = _seconds_until(retry_at)
         super().__init__(
             _("Please wait %(seconds)d seconds before asking for another code.")
-            % {"seconds": seconds},
-            retry_after_seconds=seconds,
+            % {"seconds": self.seconds_left},
+            retry_after_seconds=self.seconds_left,
         )
+
+
+class TooManyCodes(VerificationError):
+    code = "too_many_codes"
+    http_status = 429
+
+    def __init__(self) -> None:
+        super().__init__(
+            _("You have asked for too many codes in the last hour. Please try again later.")
+        )
+
+
+class DeliveryFailed(VerificationError):
+    code = "delivery_failed"
+    http_status = 503
 
 
 class CheckResult(enum.StrEnum):
@@ -49,49 +71,172 @@ class CheckResult(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ChannelOption:
+    channel: Channel
+    destination: str  # masked
+    sends_code: bool
+
+    @property
+    def label(self) -> str:
+        return str(self.channel.label)
+
+
+@dataclass(frozen=True)
 class IssuedCode:
-    device: SMSDevice
-    destination: str
+    channel: Channel
+    destination: str  # masked
     valid_until: datetime
 
 
-def sms_device_for(user: User) -> SMSDevice:
-    """Return the customer's SMS device for their current phone number, creating it if needed."""
-    if not user.phone_number:
-        raise NoPhoneNumber(_("There is no mobile number on your account."))
-    device, _created = SMSDevice.objects.get_or_create(
-        user=user,
-        phone_number=user.phone_number,
-        defaults={"name": "SMS", "confirmed": True},
-    )
-    return device
+def channel_options(user: User, *, purpose: str = Purpose.ACTIVATION) -> list[ChannelOption]:
+    """The ways this user can receive or produce a code, SMS first."""
+    options = []
+    if user.phone_number:
+        options.append(ChannelOption(Channel.SMS, mask_phone_number(str(user.phone_number)), True))
+    if user.email:
+        options.append(ChannelOption(Channel.EMAIL, mask_email(user.email), True))
+    if purpose == Purpose.ACTIVATION and TOTPDevice.objects.devices_for_user(user, confirmed=True):
+        options.append(ChannelOption(Channel.TOTP, "", False))
+    return options
+
+
+def _code_device(user: User, channel: str, purpose: str) -> HashedCodeDevice:
+    """The user's device for ``channel`` at their current destination, locked for this change."""
+    if channel == Channel.SMS and user.phone_number:
+        device, _created = SMSDevice.objects.get_or_create(
+            user=user,
+            phone_number=user.phone_number,
+            purpose=purpose,
+            defaults={"name": "SMS", "confirmed": True},
+        )
+    elif channel == Channel.EMAIL and user.email:
+        device, _created = EmailDevice.objects.get_or_create(
+            user=user,
+            email=user.email,
+            purpose=purpose,
+            defaults={"name": "E-mail", "confirmed": True},
+        )
+    else:
+        raise ChannelUnavailable(_("That way of receiving a code is not set up on your account."))
+    # The row lock serialises code checks, so wrong guesses are all counted.
+    return type(device).objects.select_for_update().get(pk=device.pk)
+
+
+def _destination(device: HashedCodeDevice) -> str:
+    return str(device.phone_number) if isinstance(device, SMSDevice) else device.email
+
+
+def _masked(channel: str, destination: str) -> str:
+    return mask_phone_number(destination) if channel == Channel.SMS else mask_email(destination)
+
+
+def _check_hourly_limits(user: User, destination: str) -> None:
+    since = timezone.now() - timedelta(hours=1)
+    recent = CodeDelivery.objects.filter(sent_at__gte=since)
+    if (
+        recent.filter(user=user).count() >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER
+        or recent.filter(destination=destination).count()
+        >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_DESTINATION
+    ):
+        raise TooManyCodes()
+
+
+def _message(code: str, purpose: str) -> str:
+    minutes = settings.VERIFICATION_CODE_TTL_SECONDS // 60
+    if purpose == Purpose.PASSWORD_RESET:
+        text = _(
+            "Your Activation Rescue password reset code is %(code)s. It expires in %(minutes)d "
+            "minutes. If you did not ask for it, ignore this message."
+        )
+    else:
+        text = _(
+            "Your Activation Rescue code is %(code)s. It expires in %(minutes)d minutes. "
+            "Never share it with anyone, including our staff."
+        )
+    return text % {"code": code, "minutes": minutes}
 
 
 @transaction.atomic
-def issue_sms_code(*, user: User) -> IssuedCode:
-    """Generate a new code (invalidating the last one) and text it once the transaction commits."""
-    device = sms_device_for(user)
-    device = SMSDevice.objects.select_for_update().get(pk=device.pk)
+def issue_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -> IssuedCode:
+    """Send a new code (invalidating the last one) by SMS or e-mail, now.
+
+    Raises ``ResendTooSoon`` inside the cooldown, ``TooManyCodes`` past the hourly limits and
+    ``DeliveryFailed`` when the gateway refuses; in each case nothing changes.
+    """
+    device = _code_device(user, channel, purpose)
     allowed, info = device.generate_is_allowed()
     if not allowed:
         raise ResendTooSoon(retry_at=info["next_generation_at"])
+    destination = _destination(device)
+    _check_hourly_limits(user, destination)
+
     code = device.generate_token(commit=False)
     device.cooldown_set(commit=False)
     device.save(update_fields=["token", "valid_until", "code_failures", "last_generated_timestamp"])
-    minutes = settings.VERIFICATION_CODE_TTL_SECONDS // 60
-    body = _(
-        "Your Activation Rescue code is %(code)s. It expires in %(minutes)d minutes. "
-        "Never share it with anyone, including our staff."
-    ) % {"code": code, "minutes": minutes}
-    destination = str(device.phone_number)
-    transaction.on_commit(lambda: send_sms(to=destination, body=body))
-    return IssuedCode(device=device, destination=destination, valid_until=device.valid_until)
+    CodeDelivery.objects.create(user=user, channel=channel, destination=destination)
+    try:
+        # Sent inside the transaction: if the gateway refuses, the new code never existed.
+        deliver_code(channel=channel, destination=destination, body=_message(code, purpose))
+    except DeliveryError as error:
+        raise DeliveryFailed(
+            _("We could not send the code. Please try again or choose another way."),
+            channel=channel,
+        ) from error
+    return IssuedCode(
+        channel=Channel(channel),
+        destination=_masked(channel, destination),
+        valid_until=device.valid_until,
+    )
+
+
+def seconds_until_resend(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -> int:
+    """How long the customer must wait before another code can be sent (0: now)."""
+    device = _existing_code_device(user, channel, purpose)
+    if device is None:
+        return 0
+    allowed, info = device.generate_is_allowed()
+    if allowed:
+        return 0
+    return _seconds_until(info["next_generation_at"])
+
+
+def _existing_code_device(user: User, channel: str, purpose: str) -> HashedCodeDevice | None:
+    if channel == Channel.SMS and user.phone_number:
+        model, lookup = SMSDevice, {"phone_number": user.phone_number}
+    elif channel == Channel.EMAIL and user.email:
+        model, lookup = EmailDevice, {"email": user.email}
+    else:
+        return None
+    return model.objects.filter(user=user, purpose=purpose, **lookup).first()
+
+
+def has_live_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -> bool:
+    """Whether a code sent on ``channel`` is waiting to be entered."""
+    if channel == Channel.TOTP:
+        return True
+    device = _existing_code_device(user, channel, purpose)
+    return device is not None and device.has_live_code()
+
+
+def _check_totp(user: User, code: str) -> CheckResult:
+    device = TOTPDevice.objects.devices_for_user(user, confirmed=True).select_for_update().first()
+    if device is None:
+        raise ChannelUnavailable(_("No authenticator app is set up on your account."))
+    allowed, _info = device.verify_is_allowed()
+    if not allowed:
+        return CheckResult.THROTTLED
+    # TOTPDevice counts failures itself and refuses a code from a time step already used.
+    return CheckResult.OK if device.verify_token(normalize_code(code)) else CheckResult.INVALID
 
 
 @transaction.atomic
-def check_sms_code(*, user: User, code: str) -> CheckResult:
-    """Check ``code`` against the customer's current SMS code, counting wrong guesses."""
-    device = SMSDevice.objects.select_for_update().get(pk=sms_device_for(user).pk)
+def check_code(
+    *, user: User, channel: str, code: str, purpose: str = Purpose.ACTIVATION
+) -> CheckResult:
+    """Check ``code`` against the user's current code on ``channel``, counting wrong guesses."""
+    if channel == Channel.TOTP:
+        return _check_totp(user, code)
+    device = _code_device(user, channel, purpose)
     allowed, _info = device.verify_is_allowed()
     if not allowed:
         return CheckResult.THROTTLED
@@ -114,8 +259,9 @@ def check_sms_code(*, user: User, code: str) -> CheckResult:
     device.code_failures += 1
     result = CheckResult.INVALID
     if device.code_failures >= settings.VERIFICATION_MAX_ATTEMPTS_PER_CODE:
-        # The code is burned: a new one must be requested.
+        # The code is burned: a new one must be requested, and may be at once.
         device.token = None
+        device.last_generated_timestamp = None
         result = CheckResult.BURNED
     device.save(
         update_fields=[
@@ -123,6 +269,36 @@ def check_sms_code(*, user: User, code: str) -> CheckResult:
             "throttling_failure_count",
             "code_failures",
             "token",
+            "last_generated_timestamp",
         ]
     )
     return result
+
+
+# --- Authenticator app enrolment ------------------------------------------------------------
+
+
+@transaction.atomic
+def start_totp_enrollment(*, user: User) -> TOTPDevice:
+    """Return the user's unconfirmed authenticator device, creating one with a fresh secret."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
+    return device
+
+
+@transaction.atomic
+def confirm_totp_enrollment(*, user: User, code: str) -> bool:
+    """Confirm the pending authenticator device with a code from it; replaces any older one."""
+    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    if device is None or not device.verify_token(normalize_code(code)):
+        return False
+    TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    return True
+
+
+@transaction.atomic
+def remove_totp(*, user: User) -> None:
+    TOTPDevice.objects.filter(user=user).delete()

@@ -4,8 +4,10 @@ import fcntl
 import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 
+import httpx
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -59,3 +61,32 @@ def send_sms(*, to: str, body: str) -> None:
     backend = import_string(settings.SMS_BACKEND)()
     backend.send(to=to, body=body)
     logger.info("SMS sent to %s through %s", to[:-4] + "****", type(backend).__name__)
+
+
+class HttpGatewayBackend(BaseBackend):
+    """POST each message as JSON to ``SMS_GATEWAY_URL``; retry timeouts and 5xx, not 4xx."""
+
+    def send(self, *, to: str, body: str) -> None:
+        message_id = str(uuid.uuid4())  # lets a gateway drop the duplicate of a retried send
+        timeout = httpx.Timeout(
+            settings.SMS_GATEWAY_READ_TIMEOUT_SECONDS,
+            connect=settings.SMS_GATEWAY_CONNECT_TIMEOUT_SECONDS,
+        )
+        headers = {
+            "Authorization": f"Bearer {settings.SMS_GATEWAY_TOKEN}",
+            "Idempotency-Key": message_id,
+        }
+        problem = ""
+        with httpx.Client(timeout=timeout, headers=headers) as client:
+            for _attempt in range(settings.SMS_GATEWAY_RETRIES + 1):
+                try:
+                    response = client.post(settings.SMS_GATEWAY_URL, json={"to": to, "body": body})
+                except httpx.HTTPError as error:
+                    problem = f"{type(error).__name__}: {error}"
+                    continue
+                if response.is_success:
+                    return
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break  # the gateway refuses this message; asking again will not help
+        raise SmsDeliveryError(problem)

@@ -10,7 +10,7 @@ def submitted_case(customer, capture_on_commit) -> tuple[ActivationCase, CoreReq
     """A case the customer has verified, with its outbox row written but not yet delivered."""
     case = open_failed_case(customer)
     with capture_on_commit(execute=True):
-        services.send_activation_code(case_id=case.pk, customer=customer)
+        services.start_verification(case_id=case.pk, customer=customer)
     with capture_on_commit(execute=False):
         services.verify_and_submit(case_id=case.pk, customer=customer, code=last_sms_code())
     case.refresh_from_db()

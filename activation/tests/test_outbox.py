@@ -8,6 +8,7 @@ from django.utils import timezone
 from activation import services
 from activation.core.client import ActivationResult, Outcome
 from activation.models import CaseEvent, CaseState, CoreRequest, CreditLine, FailureReason
+from activation.services.outbox import _claim_core_request as claim_core_request
 from activation.tasks import sweep_core_outbox
 from activation.timeline import find_case_chain_break
 
@@ -75,7 +76,7 @@ def test_a_retry_is_not_sent_before_its_back_off_runs_out(submission, core_simul
 
 def test_a_busy_core_is_not_retried_before_retry_after(submission, settings):
     _case, request = submission
-    services._claim_core_request(request.pk)
+    claim_core_request(request.pk)
     busy = ActivationResult(Outcome.BUSY, status_code=429, retry_after_seconds=120)
     services.record_core_result(request_id=request.pk, attempt=1, result=busy)
     request.refresh_from_db()
@@ -88,7 +89,7 @@ def test_after_the_last_attempt_the_case_goes_to_review(submission, settings):
     down = ActivationResult(Outcome.UNAVAILABLE, error="HTTP 503", status_code=503)
     with time_machine.travel(timezone.now(), tick=False) as clock:
         for attempt in (1, 2):
-            assert services._claim_core_request(request.pk) is not None
+            assert claim_core_request(request.pk) is not None
             services.record_core_result(request_id=request.pk, attempt=attempt, result=down)
             clock.shift(settings.ACTIVATION_RETRY_MAX_SECONDS)
     case.refresh_from_db()
@@ -126,9 +127,9 @@ def test_a_202_waits_for_confirmation(submission, core_simulator):
 def test_a_late_answer_after_another_delivery_took_over_is_ignored(submission):
     case, request = submission
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        services._claim_core_request(request.pk)
+        claim_core_request(request.pk)
         clock.shift(61)  # the lease ran out: the worker is presumed dead
-        services._claim_core_request(request.pk)
+        claim_core_request(request.pk)
         events_before = CaseEvent.objects.filter(case=case).count()
         late = ActivationResult(Outcome.UNAVAILABLE, error="timeout")
         services.record_core_result(request_id=request.pk, attempt=1, result=late)
@@ -146,7 +147,7 @@ def test_the_sweeper_delivers_due_and_abandoned_rows_only(submission):
     assert sweep_core_outbox() == 0  # backing off
 
     with time_machine.travel(request.next_attempt_at + timedelta(seconds=1), tick=False) as clock:
-        services._claim_core_request(request.pk)  # a worker takes it, then dies
+        claim_core_request(request.pk)  # a worker takes it, then dies
         assert sweep_core_outbox() == 0  # its lease still runs
         clock.shift(settings.ACTIVATION_DELIVERY_LEASE_SECONDS)
         assert sweep_core_outbox() == 1

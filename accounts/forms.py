@@ -1,0 +1,53 @@
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
+from django.utils.translation import gettext_lazy as _
+
+
+class SignInForm(AuthenticationForm):
+    """One message for an unknown account and a wrong password, so neither is revealed."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": _(
+            "That phone number or username and password do not match an account. "
+            "Check them and try again."
+        ),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["username"].label = _("Phone number or username")
+        self.fields["username"].widget.attrs.update({"autocomplete": "username"})
+        self.fields["password"].label = _("Password")
+
+
+class PasswordResetRequestForm(forms.Form):
+    phone_number = forms.CharField(
+        label=_("Phone number"),
+        max_length=32,
+        widget=forms.TextInput(attrs={"autocomplete": "tel", "inputmode": "tel"}),
+        error_messages={"required": _("Enter the phone number of your account.")},
+    )
+
+
+class PasswordResetConfirmForm(SetPasswordForm):
+    code = forms.CharField(
+        label=_("Verification code"),
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        error_messages={"required": _("Enter the code you received.")},
+    )
+    field_order = ["code", "new_password1", "new_password2"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        # The account is only known once the code checks out; validate the password generically.
+        super().__init__(None, *args, **kwargs)
+
+
+class ConfirmAuthenticatorForm(forms.Form):
+    code = forms.CharField(
+        label=_("Code from the app"),
+        max_length=20,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        error_messages={"required": _("Enter the code your app shows.")},
+    )

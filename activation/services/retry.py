@@ -1,0 +1,204 @@
+"""The customer's retry: choose a channel, receive a code, enter it, and queue the activation."""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from verification.models import Channel
+from verification.services import (
+    ChannelUnavailable,
+    CheckResult,
+    DeliveryFailed,
+    channel_options,
+    check_code,
+    issue_code,
+)
+
+from ..models import (
+    ActivationCase,
+    ActorType,
+    CaseEvent,
+    CodeSubmission,
+    CoreRequest,
+    FailureReason,
+)
+from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
+from ..transitions import TransitionNotAllowed, transition
+from ._common import S, enqueue_delivery, lock_case
+
+# States in which a submitted code has already done its work: a repeat is answered as success.
+ALREADY_VERIFIED_STATES = frozenset({S.SUBMITTING, S.AWAITING_CONFIRMATION, S.ACTIVATED})
+
+
+@dataclass(frozen=True)
+class VerificationStarted:
+    channel: str
+    destination: str = ""  # masked; empty for an authenticator app
+    delivered: bool = True
+
+
+def _reopen_for_retry(case: ActivationCase, customer: User, context: RequestContext) -> None:
+    if case.state == S.FAILED:
+        transition(
+            case,
+            to=S.PENDING_VERIFICATION,
+            actor_type=ActorType.CUSTOMER,
+            actor=customer,
+            data={"trigger": "customer_retry"},
+            context=context,
+        )
+        case.retry_count += 1
+        case.save(update_fields=["retry_count"])
+    elif case.state != S.PENDING_VERIFICATION:
+        raise TransitionNotAllowed(current=case.state, target=S.PENDING_VERIFICATION)
+
+
+@transaction.atomic
+def start_verification(
+    *,
+    case_id: int,
+    customer: User,
+    channel: str = Channel.SMS,
+    language: str = "",
+    context: RequestContext = SYSTEM_CONTEXT,
+) -> VerificationStarted:
+    """Reopen a failed case for a retry and send a code on ``channel`` (none for an app).
+
+    If the gateway refuses the message the case fails with ``delivery_failed``, so the customer
+    is told why and offered the other channels; cooldown and hourly limits raise and change nothing.
+    """
+    case = lock_case(case_id, customer=customer)
+    _reopen_for_retry(case, customer, context)
+    if language and customer.preferred_language != language:
+        customer.preferred_language = language
+        customer.save(update_fields=["preferred_language"])
+    actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
+    if channel == Channel.TOTP:
+        if not any(option.channel == Channel.TOTP for option in channel_options(customer)):
+            raise ChannelUnavailable()
+        append_case_event(case, kind="verification.started", data={"channel": channel}, **actor)
+        return VerificationStarted(channel=channel)
+    try:
+        issued = issue_code(user=customer, channel=channel)
+    except DeliveryFailed:
+        append_case_event(
+            case, kind="verification.delivery_failed", data={"channel": channel}, **actor
+        )
+        transition(case, to=S.FAILED, reason=FailureReason.DELIVERY_FAILED, detail=channel, **actor)
+        return VerificationStarted(channel=channel, delivered=False)
+    append_case_event(
+        case,
+        kind="verification.sent",
+        data={"channel": channel, "destination": issued.destination},
+        **actor,
+    )
+    return VerificationStarted(channel=channel, destination=issued.destination)
+
+
+def _activation_payload(case: ActivationCase, *, verified_method: str) -> dict[str, Any]:
+    line = case.credit_line
+    return {
+        "credit_line_ref": line.reference,
+        "customer_ref": line.customer.customer_reference or f"U-{line.customer_id}",
+        "requested_by": "customer",
+        "verification": {
+            "method": verified_method,
+            "verified_at": timezone.now().isoformat().replace("+00:00", "Z"),
+        },
+    }
+
+
+def _network_change(case: ActivationCase, context: RequestContext) -> dict[str, Any]:
+    """Where the code was asked for, if that differs from where it is entered (not a failure)."""
+    started = (
+        CaseEvent.objects.filter(case=case, kind__in=["verification.sent", "verification.started"])
+        .order_by("-seq")
+        .values("ip_address", "device_id")
+        .first()
+    )
+    if not started or not context.ip_address or started["ip_address"] == context.ip_address:
+        return {}
+    return {"ip_changed": {"from": started["ip_address"], "to": context.ip_address}}
+
+
+def _fail_locked_out(case: ActivationCase, actor: dict[str, Any]) -> None:
+    """A burned code fails the case; repeated lock-outs hand it to staff."""
+    transition(case, to=S.FAILED, reason=FailureReason.TOO_MANY_ATTEMPTS, **actor)
+    lockouts = CaseEvent.objects.filter(
+        case=case, kind="state.changed", data__reason=FailureReason.TOO_MANY_ATTEMPTS
+    ).count()
+    if lockouts >= settings.VERIFICATION_LOCKOUTS_BEFORE_REVIEW:
+        transition(
+            case,
+            to=S.NEEDS_REVIEW,
+            reason=FailureReason.TOO_MANY_ATTEMPTS,
+            detail=f"{lockouts} lock-outs",
+            data={"lockouts": lockouts},
+            **{**actor, "actor_type": ActorType.SYSTEM, "actor": None},
+        )
+
+
+@transaction.atomic
+def verify_and_submit(
+    *,
+    case_id: int,
+    customer: User,
+    code: str,
+    channel: str = Channel.SMS,
+    submission_id: uuid.UUID | None = None,
+    context: RequestContext = SYSTEM_CONTEXT,
+) -> CheckResult:
+    """Check the customer's code; if right, queue the activation for the core.
+
+    The same form submitted twice (a double tap, a browser retry after a timeout) gets the first
+    answer again, and a right code entered after it already worked is answered as the success
+    it was, never as "code invalid".
+    """
+    case = lock_case(case_id, customer=customer)
+    if submission_id is not None:
+        earlier = CodeSubmission.objects.filter(case=case, submission_id=submission_id).first()
+        if earlier is not None:
+            return CheckResult(earlier.result)
+    result = _verify_and_submit(case, customer, code, channel, context)
+    if submission_id is not None:
+        CodeSubmission.objects.create(case=case, submission_id=submission_id, result=result)
+    return result
+
+
+def _verify_and_submit(
+    case: ActivationCase, customer: User, code: str, channel: str, context: RequestContext
+) -> CheckResult:
+    if case.state in ALREADY_VERIFIED_STATES:
+        return CheckResult.OK
+    if case.state != S.PENDING_VERIFICATION:
+        raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
+
+    result = check_code(user=customer, channel=channel, code=code)
+    actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
+    if result != CheckResult.OK:
+        append_case_event(
+            case, kind="verification.failed", data={"channel": channel, "result": result}, **actor
+        )
+        if result == CheckResult.EXPIRED:
+            transition(case, to=S.FAILED, reason=FailureReason.CODE_EXPIRED, **actor)
+        elif result == CheckResult.BURNED:
+            _fail_locked_out(case, actor)
+        return result
+
+    append_case_event(
+        case,
+        kind="verification.succeeded",
+        data={"channel": channel, **_network_change(case, context)},
+        **actor,
+    )
+    transition(case, to=S.SUBMITTING, **actor)
+    request = CoreRequest.objects.create(
+        case=case, payload=_activation_payload(case, verified_method=channel)
+    )
+    enqueue_delivery(request.pk)
+    return result
