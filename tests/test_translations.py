@@ -40,7 +40,11 @@ def test_the_catalogue_holds_every_message_the_code_uses(tmp_path):
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("tests"))
         else:
             shutil.copy(source, tmp_path / name)
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "PORTAL_VAR_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "PORTAL_VAR_DIR": str(tmp_path),
+    }
     subprocess.run(
         [sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "--no-location", "-v0"],
         cwd=tmp_path,

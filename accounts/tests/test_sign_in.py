@@ -7,6 +7,8 @@ from verification.sms import LocmemBackend
 
 pytestmark = pytest.mark.django_db
 
+NEW_PASSWORD = {"new_password1": "a new long passphrase", "new_password2": "a new long passphrase"}
+
 
 def sign_in(client, username, password=PASSWORD, **extra):
     return client.post(
@@ -73,7 +75,11 @@ def test_password_reset_by_sms_code(client, customer):
     code = last_sms_code(str(customer.phone_number))
     response = client.post(
         "/accounts/password-reset/confirm/",
-        {"code": code, "new_password1": "a new long passphrase", "new_password2": "a new long passphrase"},
+        {
+            "code": code,
+            "new_password1": "a new long passphrase",
+            "new_password2": "a new long passphrase",
+        },
         follow=True,
     )
     assert response.redirect_chain[-1][0] == "/accounts/login/"
@@ -89,7 +95,11 @@ def test_password_reset_for_an_unknown_number_looks_the_same_and_sends_nothing(c
     assert not LocmemBackend.outbox
     response = client.post(
         "/accounts/password-reset/confirm/",
-        {"code": "123456", "new_password1": "a new long passphrase", "new_password2": "a new long passphrase"},
+        {
+            "code": "123456",
+            "new_password1": "a new long passphrase",
+            "new_password2": "a new long passphrase",
+        },
     )
     assert "That code is not right or has expired" in response.text
 

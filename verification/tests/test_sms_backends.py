@@ -20,7 +20,7 @@ class FakeGateway:
             def log_message(self, *args) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 gateway.received.append({"body": body, "headers": dict(self.headers)})
                 status = gateway.statuses.pop(0) if gateway.statuses else 200
