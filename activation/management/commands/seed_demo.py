@@ -38,6 +38,7 @@ class Command(BaseCommand):
                 username=username,
                 password=CUSTOMER_PASSWORD,
                 phone_number=phone,
+                email=f"{username}@example.com",
                 customer_reference=f"C-{number:06d}",
             )
             line = CreditLine.objects.create(
@@ -84,7 +85,9 @@ class Command(BaseCommand):
 
     def _print_logins(self) -> None:
         write = self.stdout.write
-        write(f"Customers (password {CUSTOMER_PASSWORD}):")
+        write(
+            f"Customers (sign in with the username or phone number, password {CUSTOMER_PASSWORD}):"
+        )
         for username, phone, reference, _product, _limit, story in CUSTOMERS:
             write(f"  {username:<10} {phone}  {reference}  {story.replace('_', ' ')}")
         write(f"Staff at /backoffice/ (password {STAFF_PASSWORD}, code from an authenticator app):")
