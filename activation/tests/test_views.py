@@ -256,3 +256,9 @@ def test_the_failure_links_to_its_help_section(signed_in, customer):
 def test_pages_render_in_chinese_from_accept_language(client):
     response = client.get("/accounts/login/", headers={"accept-language": "zh-Hans"})
     assert "登录" in response.text
+
+
+def test_the_chosen_language_is_remembered(client):
+    response = client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/help/"}, follow=True)
+    assert "各提示信息的含义" in response.text
+    assert "登录" in client.get("/accounts/login/", headers={"accept-language": "en"}).text
