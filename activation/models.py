@@ -228,3 +228,52 @@ class CoreCallback(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class SystemEvent(models.Model):
+    """The system audit trail: what is not about one case, append-only in one hash chain."""
+
+    seq = models.PositiveIntegerField(unique=True)
+    kind = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    data = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        verbose_name = _("system event")
+        verbose_name_plural = _("system events")
+        ordering = ["seq"]
+        triggers = [
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete)
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind}"
+
+
+class CoreSubmissionSwitch(models.Model):
+    """The emergency switch: while paused, retries are accepted and queued but not sent."""
+
+    paused = models.BooleanField(default=False)
+    reason = models.CharField(max_length=500, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("core submission switch")
+        verbose_name_plural = _("core submission switch")
+        permissions = [("operate_core_switch", _("Can pause and resume core submissions"))]
+
+    def __str__(self) -> str:
+        return "paused" if self.paused else "running"

@@ -1,6 +1,7 @@
 """Celery tasks: each takes ids, calls one service, and owns only its retry policy."""
 
 from celery import shared_task
+from django.conf import settings
 
 from verification.delivery import DeliveryError
 
@@ -17,7 +18,10 @@ def deliver_core_request(request_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_core_outbox() -> int:
     """Re-enqueue every due outbox row, so a lost broker message only delays a request."""
-    request_ids = services.due_core_request_ids()
+    # The sweep is also the drain after a pause or an outage: at most the configured rate.
+    interval = settings.CELERY_BEAT_SCHEDULE["sweep-core-outbox"]["schedule"]
+    batch = max(1, int(settings.ACTIVATION_DRAIN_RATE_PER_MINUTE * interval / 60))
+    request_ids = services.due_core_request_ids(limit=batch)
     for request_id in request_ids:
         deliver_core_request.delay(request_id)
     return len(request_ids)

@@ -11,7 +11,15 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from portal.errors import DomainError
 
-from .models import OPEN_STATES, TERMINAL_STATES, ActivationCase, ActorType, CaseEvent, CaseState
+from .models import (
+    OPEN_STATES,
+    TERMINAL_STATES,
+    ActivationCase,
+    ActorType,
+    CaseEvent,
+    CaseState,
+    FailureReason,
+)
 from .timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 
 S = CaseState
@@ -25,6 +33,11 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.ACTIVATED: frozenset(),
     S.CLOSED: frozenset(),
 }
+
+# The system gave up waiting on the core: the customer is told staff now finish the activation.
+ESCALATIONS_TOLD_TO_CUSTOMER = frozenset(
+    {FailureReason.CORE_UNAVAILABLE, FailureReason.SYNC_TIMEOUT, FailureReason.CORE_REJECTED}
+)
 
 # States whose case carries a failure reason; every other state clears it.
 STATES_WITH_REASON = frozenset({S.FAILED, S.NEEDS_REVIEW})
@@ -90,7 +103,7 @@ def transition(
         fields.append("closed_at")
     case.save(update_fields=fields)
 
-    if to in TERMINAL_STATES:
+    if to in TERMINAL_STATES or (to == S.NEEDS_REVIEW and reason in ESCALATIONS_TOLD_TO_CUSTOMER):
         _notify_customer_on_commit(case.pk)
 
     payload = {"reason": reason, "detail": detail} if reason else {}

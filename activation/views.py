@@ -12,6 +12,7 @@ from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
+from portal.ratelimits import limit_retry_posts
 from verification.models import Channel
 from verification.services import (
     ChannelUnavailable,
@@ -27,6 +28,7 @@ from . import selectors, services
 from .forms import ChooseChannelForm, VerifyCodeForm
 from .models import ActivationCase, CaseState
 from .reasons import EXPLANATIONS, explain
+from .services.emergency import core_submissions_paused
 from .timeline import RequestContext
 from .transitions import TransitionNotAllowed
 
@@ -68,6 +70,7 @@ def _status_context(case: ActivationCase) -> dict:
         "line": case.credit_line,
         "explanation": explain(case.failure_reason),
         "in_progress": case.state in IN_PROGRESS_STATES,
+        "queued_while_paused": case.state == CaseState.SUBMITTING and core_submissions_paused(),
         "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
     }
 
@@ -172,6 +175,7 @@ def _verify(request: HttpRequest, case: ActivationCase, channel: str, form: Veri
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@limit_retry_posts
 def retry(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_for_customer(request.user, case_id)
     if case.state not in RETRYABLE_STATES:

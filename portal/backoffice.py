@@ -28,5 +28,15 @@ class BackofficeSite(OTPAdminSite):
     index_title = _("Stuck activations")
     login_form = BackofficeAuthenticationForm
 
+    def get_urls(self):
+        from django.urls import path
+
+        from activation.admin_views import core_switch
+
+        return [
+            path("core-submissions/", self.admin_view(core_switch), name="core-switch"),
+            *super().get_urls(),
+        ]
+
 
 backoffice = BackofficeSite(name="backoffice")

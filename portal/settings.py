@@ -42,6 +42,8 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 
+CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+
 if PRODUCTION:
     problems = []
     if SECRET_KEY == _DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
@@ -52,6 +54,8 @@ if PRODUCTION:
         problems.append("ALLOWED_HOSTS must name the hosts this portal serves")
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         problems.append("DATABASE_URL must point at PostgreSQL, not SQLite")
+    if "redis" not in CACHES["default"]["BACKEND"].lower():
+        problems.append("CACHE_URL must point at Redis (rate limits and the circuit breaker)")
     if env.str("CORE_API_TOKEN", default="") in {"", _DEVELOPMENT_CORE_TOKEN}:
         problems.append("CORE_API_TOKEN must be set")
     if env.str("CORE_WEBHOOK_SECRET", default="") in {"", _DEVELOPMENT_WEBHOOK_SECRET}:
@@ -73,6 +77,7 @@ INSTALLED_APPS = [
     "phonenumber_field",
     "pgtrigger",
     "axes",
+    "django_ratelimit",
     "accounts",
     "verification",
     "activation",
@@ -212,12 +217,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Rate limits and the circuit breaker need a cache shared by every process with atomic increments:
+# Redis in production (Django's own RedisCache has them, though django-ratelimit only knows
+# django-redis by name). The development file cache is neither, which one developer can live with.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+if not PRODUCTION:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+
 # --- Core credit system -------------------------------------------------------------------
 CORE_API_URL = env.str("CORE_API_URL", default="http://127.0.0.1:8001")
 CORE_API_TOKEN = env.str("CORE_API_TOKEN", default=_DEVELOPMENT_CORE_TOKEN)
 CORE_WEBHOOK_SECRET = env.str("CORE_WEBHOOK_SECRET", default=_DEVELOPMENT_WEBHOOK_SECRET)
 CORE_CONNECT_TIMEOUT_SECONDS = env.float("CORE_CONNECT_TIMEOUT_SECONDS", default=2.0)
 CORE_READ_TIMEOUT_SECONDS = env.float("CORE_READ_TIMEOUT_SECONDS", default=5.0)
+# Circuit breaker: after this many consecutive failures, stop calling the core for a while.
+CORE_BREAKER_FAILURE_THRESHOLD = env.int("CORE_BREAKER_FAILURE_THRESHOLD", default=5)
+CORE_BREAKER_RESET_SECONDS = env.float("CORE_BREAKER_RESET_SECONDS", default=30.0)
 
 # --- Activation ---------------------------------------------------------------------------
 ACTIVATION_SLA_MINUTES = env.int("ACTIVATION_SLA_MINUTES", default=15)
@@ -230,6 +245,11 @@ ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS = env.int(
     "ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS", default=60
 )
 ACTIVATION_PROGRESS_REFRESH_SECONDS = env.int("ACTIVATION_PROGRESS_REFRESH_SECONDS", default=3)
+# After a pause, queued submissions go out at most this fast, so the core is not flooded.
+ACTIVATION_DRAIN_RATE_PER_MINUTE = env.int("ACTIVATION_DRAIN_RATE_PER_MINUTE", default=600)
+# Retry requests per customer and per address; beyond them a friendly 429 page says when to retry.
+ACTIVATION_RETRY_RATE_PER_CUSTOMER = env.str("ACTIVATION_RETRY_RATE_PER_CUSTOMER", default="20/m")
+ACTIVATION_RETRY_RATE_PER_IP = env.str("ACTIVATION_RETRY_RATE_PER_IP", default="120/m")
 
 # --- Verification -------------------------------------------------------------------------
 VERIFICATION_CODE_TTL_SECONDS = env.int("VERIFICATION_CODE_TTL_SECONDS", default=300)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
 from activation.core.simulator import SimulatorConfig, make_server
@@ -41,6 +42,14 @@ def _services_for_markers(request: pytest.FixtureRequest) -> None:
         require(bool(settings.TEST_REDIS_URL), "Redis")
     if request.node.get_closest_marker("browser"):
         require(Path(CHROMIUM).exists(), "Debian's Chromium at /usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    """Rate-limit counters and the circuit breaker start fresh in every test."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ SCRIPTED_OUTCOMES = frozenset({"error", "timeout", "busy", "reject", "pending", 
 
 @dataclass
 class SimulatorConfig:
+    down: bool = False  # answer every activation and read with 503, as during an outage
     error_rate: float = 0.0  # share of 503 answers, activation not performed
     timeout_rate: float = 0.0  # share performed but answered only after ``timeout_seconds``
     timeout_seconds: float = 10.0
@@ -54,6 +55,8 @@ class SimulatorConfig:
                 if not isinstance(value, list) or not set(value) <= SCRIPTED_OUTCOMES:
                     raise ValueError(f"script takes a list of {sorted(SCRIPTED_OUTCOMES)}")
                 self.script = list(value)
+            elif isinstance(getattr(self, name), bool):
+                setattr(self, name, value in (True, "true", "1", 1))
             else:
                 setattr(self, name, type(getattr(self, name))(value))
 
@@ -138,7 +141,7 @@ class CoreSimulator:
         with self.lock:
             self.requests += 1
             self.requests_by_key[key] = self.requests_by_key.get(key, 0) + 1
-            fate = self._draw()
+            fate = "error" if self.config.down else self._draw()
             if fate == "error":
                 return 503, {"error": "unavailable"}, 0
             if fate == "busy":
@@ -294,6 +297,8 @@ def _handler_for(simulator: CoreSimulator) -> type[BaseHTTPRequestHandler]:
             if self.path == "/_sim/stats":
                 return self._send(200, simulator.stats())
             if self.path.startswith("/v1/credit-lines/"):
+                if simulator.config.down:
+                    return self._send(503, {"error": "unavailable"})
                 if self._authorised():
                     reference = self.path.removeprefix("/v1/credit-lines/")
                     self._send(200, simulator.credit_line(reference))

@@ -28,6 +28,14 @@ def notify_customer_of_resolution(*, case_id: int) -> bool:
     with translation.override(customer.preferred_language or settings.LANGUAGE_CODE):
         if case.state == CaseState.ACTIVATED:
             body = _("Activation Rescue: your %(product)s (%(reference)s) is now active.") % names
+        elif case.state == CaseState.NEEDS_REVIEW:
+            body = (
+                _(
+                    "Activation Rescue: your request for %(product)s (%(reference)s) is saved. The "
+                    "credit system did not finish it, so our staff will; you do not need to retry."
+                )
+                % names
+            )
         else:
             body = (
                 _(

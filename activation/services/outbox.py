@@ -9,12 +9,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ..core.breaker import CircuitBreaker
 from ..core.client import ActivationResult, CoreClient, Outcome
 from ..models import ActorType, CoreRequest, CreditLine, FailureReason
 from ..timeline import append_case_event
 from ..transitions import transition
 from ._common import S, core_client, enqueue_delivery, lock_case
 from .core_updates import apply_line_status
+from .emergency import core_submissions_paused
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ def _due_requests(now) -> Q:
 
 def due_core_request_ids(*, limit: int = 200) -> list[int]:
     """Pick outbox rows that are due, skipping rows another process is claiming right now."""
+    if core_submissions_paused():
+        return []
     with transaction.atomic():
         return list(
             CoreRequest.objects.select_for_update(skip_locked=True)
@@ -58,15 +62,29 @@ def _claim_core_request(request_id: int) -> CoreRequest | None:
 
 
 def deliver_core_request(*, request_id: int, client: CoreClient | None = None) -> bool:
-    """Send one outbox row to the core and record the answer; False if it was not ours to send."""
+    """Send one outbox row to the core and record the answer; False if it was not sent now.
+
+    While submissions are paused or the circuit breaker is open the row is left as it is, due,
+    without using up an attempt: the sweeper brings it back when sending is possible again.
+    """
+    if core_submissions_paused():
+        return False
+    breaker = CircuitBreaker.from_settings()
+    if not breaker.allow():
+        return False
     request = _claim_core_request(request_id)
     if request is None:
+        breaker.release_trial()
         return False
     # The HTTP call happens outside any transaction: no lock is held while the core thinks.
     with core_client(client) as core:
         result = core.activate(
             payload=request.payload, idempotency_key=str(request.idempotency_key)
         )
+    if result.outcome == Outcome.UNAVAILABLE:
+        breaker.record_failure()
+    elif result.outcome != Outcome.BUSY:  # a busy core is alive; its Retry-After paces us
+        breaker.record_success()
     record_core_result(request_id=request.pk, attempt=request.attempts, result=result)
     return True
 
@@ -120,17 +138,12 @@ def record_core_result(*, request_id: int, attempt: int, result: ActivationResul
         request.status = CoreRequest.Status.FAILED
         request.completed_at = now
         request.save(update_fields=[*fields, "completed_at"])
-        reason = (
-            FailureReason.CORE_BUSY
-            if result.outcome == Outcome.BUSY
-            else FailureReason.CORE_UNAVAILABLE
-        )
         if case.state == S.SUBMITTING:
             transition(
                 case,
                 to=S.NEEDS_REVIEW,
                 actor_type=ActorType.SYSTEM,
-                reason=reason,
+                reason=FailureReason.CORE_UNAVAILABLE,
                 detail=f"gave up after {attempt} attempts: {result.error}"[:200],
             )
         return

@@ -15,6 +15,7 @@ GOOD = {
     "CORE_API_TOKEN": "a-real-token",
     "CORE_WEBHOOK_SECRET": "whsec_cmVhbC1zZWNyZXQtcmVhbC1zZWNyZXQ=",
     "DEBUG": "false",
+    "CACHE_URL": "rediscache://127.0.0.1:6379/0",
 }
 
 
@@ -46,6 +47,7 @@ def test_production_starts_with_real_settings():
         ({"DATABASE_URL": "sqlite:///var/db.sqlite3"}, "SQLite"),
         ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS"),
         ({"CORE_WEBHOOK_SECRET": ""}, "CORE_WEBHOOK_SECRET"),
+        ({"CACHE_URL": "locmemcache://"}, "CACHE_URL"),
     ],
 )
 def test_production_refuses_insecure_defaults(override, complaint):

@@ -18,6 +18,9 @@ class Command(BaseCommand):
         for name, value in vars(defaults).items():
             if name == "script":
                 continue
+            if isinstance(value, bool):
+                parser.add_argument("--" + name.replace("_", "-"), action="store_true", dest=name)
+                continue
             parser.add_argument(
                 "--" + name.replace("_", "-"), type=type(value), default=value, dest=name
             )

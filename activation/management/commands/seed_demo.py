@@ -55,6 +55,8 @@ class Command(BaseCommand):
         for username, first_name, role in STAFF:
             group, _ = Group.objects.get_or_create(name=role)
             group.permissions.add(*view_permissions)
+            if role == "supervisor":
+                group.permissions.add(Permission.objects.get(codename="operate_core_switch"))
             if User.objects.filter(username=username).exists():
                 continue
             staff = User.objects.create_user(

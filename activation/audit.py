@@ -1,0 +1,62 @@
+"""The system audit trail: one hash chain for everything that is not about a single case."""
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+
+from .chain import (
+    GENESIS_HASH,
+    ChainBreak,
+    canonical_timestamp,
+    chain_hash,
+    find_chain_break,
+    json_native,
+)
+from .models import SystemEvent
+
+
+def event_fields(event: SystemEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "actor_id": event.actor_id,
+        "data": event.data,
+        "ip_address": event.ip_address,
+        "created_at": canonical_timestamp(event.created_at),
+    }
+
+
+@transaction.atomic
+def record_system_event(
+    *,
+    kind: str,
+    actor: User | None = None,
+    data: dict[str, Any] | None = None,
+    ip: str | None = None,
+) -> SystemEvent:
+    """Append one event to the system trail."""
+    # Lock the newest event so two writers cannot both extend the chain from it; the unique seq
+    # catches the one case a lock cannot cover, two writers on an empty trail.
+    last = SystemEvent.objects.select_for_update().order_by("-seq").first()
+    event = SystemEvent(
+        seq=(last.seq + 1) if last else 1,
+        kind=kind,
+        actor=actor,
+        data=json_native(data or {}),
+        ip_address=ip,
+        created_at=timezone.now(),
+        prev_hash=last.hash if last else GENESIS_HASH,
+    )
+    event.hash = chain_hash(event_fields(event), event.prev_hash)
+    event.save(force_insert=True)
+    return event
+
+
+def find_system_chain_break() -> ChainBreak | None:
+    events = SystemEvent.objects.order_by("seq").iterator(chunk_size=500)
+    return find_chain_break(
+        (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash) for event in events
+    )

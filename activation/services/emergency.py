@@ -1,0 +1,48 @@
+"""The emergency switch: pause core submissions during an outage, resume and drain afterwards."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from portal.errors import DomainError
+
+from ..audit import record_system_event
+from ..models import CoreRequest, CoreSubmissionSwitch
+
+
+class ReasonRequired(DomainError):
+    code = "reason_required"
+
+
+def _switch_for_update() -> CoreSubmissionSwitch:
+    switch, _created = CoreSubmissionSwitch.objects.select_for_update().get_or_create(pk=1)
+    return switch
+
+
+def core_submissions_paused() -> bool:
+    return CoreSubmissionSwitch.objects.filter(pk=1, paused=True).exists()
+
+
+@transaction.atomic
+def set_core_submissions_paused(
+    *, paused: bool, actor: User | None, reason: str, ip: str | None = None
+) -> CoreSubmissionSwitch:
+    """Pause or resume sending to the core; recorded on the audit trail with who and why."""
+    reason = reason.strip()
+    if not reason:
+        raise ReasonRequired("Say why.")
+    switch = _switch_for_update()
+    was_paused = switch.paused
+    switch.paused = paused
+    switch.reason = reason
+    switch.changed_by = actor
+    switch.changed_at = timezone.now()
+    switch.save()
+    queued = CoreRequest.objects.filter(status=CoreRequest.Status.PENDING).count()
+    record_system_event(
+        kind="core_submissions.paused" if paused else "core_submissions.resumed",
+        actor=actor,
+        ip=ip,
+        data={"reason": reason, "was_paused": was_paused, "queued_requests": queued},
+    )
+    return switch
