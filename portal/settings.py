@@ -213,7 +213,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reconcile-activations": {
         "task": "activation.tasks.reconcile_activations",
-        "schedule": 60.0,
+        "schedule": env.float("ACTIVATION_RECONCILE_INTERVAL_SECONDS", default=60.0),
     },
 }
 

@@ -3,7 +3,6 @@
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -139,32 +138,6 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Process:
-    """A child process whose output is kept for the failure message."""
-
-    def __init__(self, args: list[str], env: dict[str, str], name: str, tmp_path: Path) -> None:
-        self.name = name
-        self.log_path = tmp_path / f"{name}.log"
-        self._log = self.log_path.open("w")
-        self.popen = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
 
 
 def python() -> str:
