@@ -41,3 +41,7 @@ format: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache
+
+# Benchmarks (not CI): needs PostgreSQL and Redis on their local ports. Results in docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.surge --users $${BENCH_USERS:-200} --rounds $${BENCH_ROUNDS:-2}

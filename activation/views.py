@@ -180,28 +180,32 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_for_customer(request.user, case_id)
     if case.state not in RETRYABLE_STATES:
         return redirect("activation:detail", case_id=case.pk)
-    options = channel_options(request.user)
     action = request.POST.get("action")
+    verify_form = VerifyCodeForm()
+    if action == "verify":
+        verify_form = VerifyCodeForm(request.POST)
+        # The channel the code was asked for; worked out again only if the session forgot it.
+        channel = request.session.get(_session_key(case)) or _current_channel(
+            request, case, channel_options(request.user)
+        )
+        if channel is None:
+            verify_form.is_valid()
+            verify_form.add_error("code", CHECK_MESSAGES[CheckResult.NO_CODE])
+        elif verify_form.is_valid():
+            response = _verify(request, case, channel, verify_form)
+            if response is not None:
+                return response
+
+    options = channel_options(request.user)
     choose_form = ChooseChannelForm(
         options=options, initial={"channel": _suggested_channel(case, options)}
     )
-    verify_form = VerifyCodeForm()
-
     if action in ("send", "resend"):
         choose_form = ChooseChannelForm(request.POST, options=options)
         if choose_form.is_valid():
             return _send(request, case, choose_form.cleaned_data["channel"])
     elif action == "use_app":
         return _send(request, case, Channel.TOTP)
-    elif action == "verify":
-        channel = _current_channel(request, case, options) or request.session.get(
-            _session_key(case), Channel.SMS
-        )
-        verify_form = VerifyCodeForm(request.POST)
-        if verify_form.is_valid():
-            response = _verify(request, case, channel, verify_form)
-            if response is not None:
-                return response
 
     case.refresh_from_db()
     channel = None if request.GET.get("choose") else _current_channel(request, case, options)

@@ -103,23 +103,16 @@ def channel_options(user: User, *, purpose: str = Purpose.ACTIVATION) -> list[Ch
 def _code_device(user: User, channel: str, purpose: str) -> HashedCodeDevice:
     """The user's device for ``channel`` at their current destination, locked for this change."""
     if channel == Channel.SMS and user.phone_number:
-        device, _created = SMSDevice.objects.get_or_create(
-            user=user,
-            phone_number=user.phone_number,
-            purpose=purpose,
-            defaults={"name": "SMS", "confirmed": True},
-        )
+        model, lookup, name = SMSDevice, {"phone_number": user.phone_number}, "SMS"
     elif channel == Channel.EMAIL and user.email:
-        device, _created = EmailDevice.objects.get_or_create(
-            user=user,
-            email=user.email,
-            purpose=purpose,
-            defaults={"name": "E-mail", "confirmed": True},
-        )
+        model, lookup, name = EmailDevice, {"email": user.email}, "E-mail"
     else:
         raise ChannelUnavailable(_("That way of receiving a code is not set up on your account."))
     # The row lock serialises code checks, so wrong guesses are all counted.
-    return type(device).objects.select_for_update().get(pk=device.pk)
+    device, _created = model.objects.select_for_update().get_or_create(
+        user=user, purpose=purpose, **lookup, defaults={"name": name, "confirmed": True}
+    )
+    return device
 
 
 def _destination(device: HashedCodeDevice) -> str:

@@ -100,11 +100,13 @@ def start_verification(
     return VerificationStarted(channel=channel, destination=issued.destination)
 
 
-def _activation_payload(case: ActivationCase, *, verified_method: str) -> dict[str, Any]:
+def _activation_payload(
+    case: ActivationCase, customer: User, *, verified_method: str
+) -> dict[str, Any]:
     line = case.credit_line
     return {
         "credit_line_ref": line.reference,
-        "customer_ref": line.customer.customer_reference or f"U-{line.customer_id}",
+        "customer_ref": customer.customer_reference or f"U-{customer.pk}",
         "requested_by": "customer",
         "verification": {
             "method": verified_method,
@@ -198,7 +200,7 @@ def _verify_and_submit(
     )
     transition(case, to=S.SUBMITTING, **actor)
     request = CoreRequest.objects.create(
-        case=case, payload=_activation_payload(case, verified_method=channel)
+        case=case, payload=_activation_payload(case, customer, verified_method=channel)
     )
     enqueue_delivery(request.pk)
     return result

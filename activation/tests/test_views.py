@@ -262,3 +262,10 @@ def test_the_chosen_language_is_remembered(client):
     response = client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/help/"}, follow=True)
     assert "各提示信息的含义" in response.text
     assert "登录" in client.get("/accounts/login/", headers={"accept-language": "en"}).text
+
+
+def test_a_code_entered_before_any_was_sent_is_a_form_error(signed_in, customer):
+    case = open_failed_case(customer)
+    response = verify(signed_in, case, "123456")
+    assert response.status_code == 200
+    assert "There is no code waiting for this activation" in response.text
