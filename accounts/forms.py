@@ -2,6 +2,8 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.utils.translation import gettext_lazy as _
 
+from verification.forms import code_field
+
 
 class SignInForm(AuthenticationForm):
     """One message for an unknown account and a wrong password, so neither is revealed."""
@@ -31,12 +33,7 @@ class PasswordResetRequestForm(forms.Form):
 
 
 class PasswordResetConfirmForm(SetPasswordForm):
-    code = forms.CharField(
-        label=_("Verification code"),
-        max_length=200,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
-        error_messages={"required": _("Enter the code you received.")},
-    )
+    code = code_field()
     field_order = ["code", "new_password1", "new_password2"]
 
     def __init__(self, *args, **kwargs) -> None:
@@ -45,9 +42,4 @@ class PasswordResetConfirmForm(SetPasswordForm):
 
 
 class ConfirmAuthenticatorForm(forms.Form):
-    code = forms.CharField(
-        label=_("Code from the app"),
-        max_length=20,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
-        error_messages={"required": _("Enter the code your app shows.")},
-    )
+    code = code_field(_("Code from the app"), max_length=20)

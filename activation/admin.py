@@ -8,10 +8,8 @@ from portal.backoffice import backoffice
 from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
+class ReadOnlyMixin:
+    """Nothing here is edited through the admin: every change goes through a service."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -21,6 +19,12 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
 
 
 class CaseEventInline(ReadOnlyInline):
@@ -60,7 +64,7 @@ class CoreRequestInline(ReadOnlyInline):
 
 
 @admin.register(ActivationCase, site=backoffice)
-class ActivationCaseAdmin(admin.ModelAdmin):
+class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "credit_line",
@@ -90,28 +94,10 @@ class ActivationCaseAdmin(admin.ModelAdmin):
         "closed_at",
     )
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # every change goes through a service; the actions come with issue 5
-
 
 @admin.register(CreditLine, site=backoffice)
-class CreditLineAdmin(admin.ModelAdmin):
+class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("reference", "product_name", "customer", "status", "core_version")
     list_filter = ("status",)
     search_fields = ("reference",)
     list_select_related = ("customer",)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

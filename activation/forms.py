@@ -1,6 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from verification.forms import code_field
 from verification.models import Channel
 
 
@@ -22,12 +23,5 @@ class ChooseChannelForm(forms.Form):
 
 
 class VerifyCodeForm(forms.Form):
-    code = forms.CharField(
-        label=_("Verification code"),
-        max_length=200,
-        widget=forms.TextInput(
-            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
-        ),
-        error_messages={"required": _("Enter the code you received.")},
-    )
+    code = code_field()
     submission_id = forms.UUIDField(required=False, widget=forms.HiddenInput)

@@ -127,13 +127,14 @@ class ActorType(models.TextChoices):
     CORE = "core", _("Core credit system")
 
 
-class CaseEvent(models.Model):
-    """One thing that happened to a case; append-only and hash-chained per case."""
+class ChainedEvent(models.Model):
+    """What every audit event has: who, what, when, from where, and its place in a hash chain.
 
-    case = models.ForeignKey(ActivationCase, on_delete=models.PROTECT, related_name="events")
-    seq = models.PositiveIntegerField()
+    Rows are only ever inserted (``activation.chain`` computes ``hash``); on PostgreSQL each
+    concrete model's trigger refuses UPDATE and DELETE.
+    """
+
     kind = models.CharField(max_length=64)
-    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -141,15 +142,29 @@ class CaseEvent(models.Model):
         blank=True,
         related_name="+",
     )
-    state_before = models.CharField(max_length=32, blank=True)
-    state_after = models.CharField(max_length=32, blank=True)
     data = models.JSONField(default=dict, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
-    device_id = models.CharField(max_length=64, blank=True)
-    user_agent = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        abstract = True
+
+
+APPEND_ONLY = pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete)
+
+
+class CaseEvent(ChainedEvent):
+    """One thing that happened to a case; append-only and hash-chained per case."""
+
+    case = models.ForeignKey(ActivationCase, on_delete=models.PROTECT, related_name="events")
+    seq = models.PositiveIntegerField()
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    state_before = models.CharField(max_length=32, blank=True)
+    state_after = models.CharField(max_length=32, blank=True)
+    device_id = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
 
     class Meta:
         verbose_name = _("case event")
@@ -158,9 +173,7 @@ class CaseEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["case", "seq"], name="one_event_per_case_seq")
         ]
-        triggers = [
-            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete)
-        ]
+        triggers = [APPEND_ONLY]
 
     def __str__(self) -> str:
         return f"{self.case_id}#{self.seq} {self.kind}"
@@ -230,31 +243,16 @@ class CoreCallback(models.Model):
         return self.webhook_id
 
 
-class SystemEvent(models.Model):
+class SystemEvent(ChainedEvent):
     """The system audit trail: what is not about one case, append-only in one hash chain."""
 
     seq = models.PositiveIntegerField(unique=True)
-    kind = models.CharField(max_length=64)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    data = models.JSONField(default=dict, blank=True)
-    ip_address = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField()
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
 
     class Meta:
         verbose_name = _("system event")
         verbose_name_plural = _("system events")
         ordering = ["seq"]
-        triggers = [
-            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete)
-        ]
+        triggers = [APPEND_ONLY]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind}"

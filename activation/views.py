@@ -189,8 +189,7 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
             request, case, channel_options(request.user)
         )
         if channel is None:
-            verify_form.is_valid()
-            verify_form.add_error("code", CHECK_MESSAGES[CheckResult.NO_CODE])
+            messages.error(request, CHECK_MESSAGES[CheckResult.NO_CODE])
         elif verify_form.is_valid():
             response = _verify(request, case, channel, verify_form)
             if response is not None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -178,6 +179,7 @@ async def surge(base: str, users: int, rounds: int, sms_file: Path) -> dict:
     await asyncio.gather(*(sign_in_and_send(i) for i in range(users * rounds)))
     latencies: list[float] = []
     statuses: list[int] = []
+    failures: list[str] = []
     queue = list(sessions)
 
     async def submitter() -> None:
@@ -186,15 +188,21 @@ async def surge(base: str, users: int, rounds: int, sms_file: Path) -> dict:
             data = {
                 "action": "verify",
                 "code": sms_code(sms_file, phone),
-                "submission_id": "",
+                "submission_id": str(uuid.uuid4()),
                 "csrfmiddlewaretoken": csrf(client),
             }
             began = time.perf_counter()
-            try:
-                response = await client.post(f"/activation/{case_id}/retry/", data=data)
+            status = 599  # the connection failed twice: counted with the server errors
+            for _try in range(2):
+                try:
+                    response = await client.post(f"/activation/{case_id}/retry/", data=data)
+                except httpx.TransportError as error:
+                    # As a browser does when a kept-alive connection was closed under it; the
+                    # form's submission id makes the repeat safe.
+                    failures.append(type(error).__name__)
+                    continue
                 status = response.status_code
-            except httpx.HTTPError:
-                status = 599  # the connection failed: counted with the server errors
+                break
             latencies.append(time.perf_counter() - began)
             statuses.append(status)
 
@@ -203,7 +211,7 @@ async def surge(base: str, users: int, rounds: int, sms_file: Path) -> dict:
     elapsed = time.perf_counter() - began
     for client, _case_id, _phone in sessions:
         await client.aclose()
-    return summary(latencies, statuses, elapsed)
+    return {**summary(latencies, statuses, elapsed), "connections_retried": failures}
 
 
 def main() -> None:
@@ -302,7 +310,7 @@ def main() -> None:
             while True:
                 open_cases = db.execute(
                     "SELECT count(*) FROM activation_activationcase "
-                    "WHERE state NOT IN ('activated', 'needs_review', 'closed')"
+                    "WHERE state IN ('submitting', 'awaiting_confirmation')"
                 ).fetchone()[0]
                 if open_cases == 0 or time.monotonic() - settle_began > 600:
                     break
