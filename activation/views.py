@@ -160,7 +160,6 @@ def _verify(request: HttpRequest, case: ActivationCase, channel: str, form: Veri
     except TransitionNotAllowed:
         return redirect("activation:detail", case_id=case.pk)
     if result == CheckResult.OK:
-        request.session.pop(_session_key(case), None)
         return redirect("activation:detail", case_id=case.pk)
     if result in (CheckResult.EXPIRED, CheckResult.BURNED):
         if result == CheckResult.BURNED:

@@ -75,15 +75,24 @@ class HashedCodeDevice(ThrottlingMixin, CooldownMixin, SideChannelDevice):
             return False
         if not constant_time_compare(self._digest(code), self.token):
             return False
-        now = timezone.now()
+        # A used code also ends the throttle and the resend cooldown, as django-otp's mixins do.
+        used = {
+            "token": None,
+            "valid_until": timezone.now(),
+            "code_failures": 0,
+            "throttling_failure_count": 0,
+            "throttling_failure_timestamp": None,
+            "last_generated_timestamp": None,
+        }
         # Conditional update: of two requests racing with the same code, only one matches the row.
         consumed = (
             type(self)
-            .objects.filter(pk=self.pk, token=self.token, valid_until__gt=now)
-            .update(token=None, valid_until=now, code_failures=0)
+            .objects.filter(pk=self.pk, token=self.token, valid_until__gt=used["valid_until"])
+            .update(**used)
         )
         if consumed:
-            self.token, self.valid_until, self.code_failures = None, now, 0
+            for name, value in used.items():
+                setattr(self, name, value)
         return bool(consumed)
 
 

@@ -222,7 +222,8 @@ def _check_totp(user: User, code: str) -> CheckResult:
     return CheckResult.OK if device.verify_token(normalize_code(code)) else CheckResult.INVALID
 
 
-@transaction.atomic
+# No savepoint: no caller catches an error from here and carries on in the same transaction.
+@transaction.atomic(savepoint=False)
 def check_code(
     *, user: User, channel: str, code: str, purpose: str = Purpose.ACTIVATION
 ) -> CheckResult:
@@ -238,15 +239,6 @@ def check_code(
     if timezone.now() >= device.valid_until:
         return CheckResult.EXPIRED
     if device.verify_token(code):
-        device.throttle_reset(commit=False)
-        device.cooldown_reset(commit=False)
-        device.save(
-            update_fields=[
-                "throttling_failure_timestamp",
-                "throttling_failure_count",
-                "last_generated_timestamp",
-            ]
-        )
         return CheckResult.OK
     device.throttle_increment(commit=False)
     device.code_failures += 1
