@@ -1,7 +1,9 @@
-"""Account changes that need a code: resetting a forgotten password."""
+"""Account changes: resetting a forgotten password by SMS code, creating staff members."""
 
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
@@ -42,3 +44,25 @@ def reset_password_with_code(*, phone_number: str, code: str, new_password: str)
     user.set_password(new_password)
     user.save(update_fields=["password"])
     return True
+
+
+@transaction.atomic
+def create_staff_user(
+    *, username: str, role: str, password: str, email: str = "", first_name: str = ""
+) -> tuple[User, TOTPDevice]:
+    """Create a staff member in one role, with the authenticator device they must sign in with."""
+    from activation.audit import record_system_event  # the audit trail lives with activation
+    from activation.roles import ROLES
+
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    user = User(username=username, email=email, first_name=first_name, is_staff=True)
+    validate_password(password, user)
+    user.set_password(password)
+    user.save()
+    user.groups.add(Group.objects.get(name=role))
+    device = TOTPDevice.objects.create(user=user, name="Authenticator", confirmed=True)
+    record_system_event(
+        kind="staff.created", data={"username": username, "role": role, "user_id": user.pk}
+    )
+    return user, device

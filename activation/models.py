@@ -103,6 +103,12 @@ class ActivationCase(models.Model):
     class Meta:
         verbose_name = _("activation case")
         verbose_name_plural = _("activation cases")
+        permissions = [
+            ("work_case", _("Can work cases: assign, note, resubmit, return, close")),
+            ("request_override", _("Can request an override")),
+            ("approve_override", _("Can approve or reject an override")),
+            ("bulk_recover", _("Can resubmit cases in bulk after an outage")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["credit_line"],
@@ -208,6 +214,51 @@ class CoreRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.idempotency_key} ({self.status})"
+
+
+class OverrideRequest(models.Model):
+    """A step one person may not take alone: an agent asks, a different supervisor decides."""
+
+    class Kind(models.TextChoices):
+        MARK_ACTIVATED = "mark_activated", _("Mark activated (the core confirmed out of band)")
+        RESUBMIT_UNVERIFIED = "resubmit_unverified", _("Resubmit without customer verification")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting for approval")
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
+
+    case = models.ForeignKey(ActivationCase, on_delete=models.PROTECT, related_name="overrides")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField()
+    core_reference = models.CharField(max_length=100, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    # The case as the requester saw it: an approval after it moved on is refused.
+    case_state_at_request = models.CharField(max_length=32)
+    case_changed_at_request = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = _("override request")
+        verbose_name_plural = _("override requests")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case"],
+                condition=Q(status="pending"),
+                name="one_pending_override_per_case",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for case {self.case_id} ({self.status})"
 
 
 class CodeSubmission(models.Model):

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import factory
+from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
@@ -40,6 +41,12 @@ class StaffFactory(UserFactory):
     def totp(obj, create, extracted, **kwargs):
         if create:
             TOTPDevice.objects.create(user=obj, name="Authenticator", confirmed=True)
+
+    @factory.post_generation
+    def role(obj, create, extracted, **kwargs):
+        """``StaffFactory(role="agent")`` puts the user in that role's group."""
+        if create and extracted:
+            obj.groups.add(Group.objects.get(name=extracted))
 
 
 class CreditLineFactory(factory.django.DjangoModelFactory):

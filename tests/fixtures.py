@@ -77,17 +77,22 @@ def other_customer(db):
 
 @pytest.fixture
 def agent(db):
-    return StaffFactory(username="agent-ada")
+    return StaffFactory(username="agent-ada", role="agent")
 
 
 @pytest.fixture
 def supervisor(db):
-    return StaffFactory(username="supervisor-sam")
+    return StaffFactory(username="supervisor-sam", role="supervisor")
+
+
+@pytest.fixture
+def other_supervisor(db):
+    return StaffFactory(username="supervisor-sue", role="supervisor")
 
 
 @pytest.fixture
 def auditor(db):
-    return StaffFactory(username="auditor-aud")
+    return StaffFactory(username="auditor-aud", role="auditor")
 
 
 class RunningSimulator:

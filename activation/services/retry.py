@@ -131,8 +131,18 @@ def _network_change(case: ActivationCase, context: RequestContext) -> dict[str, 
 def _fail_locked_out(case: ActivationCase, actor: dict[str, Any]) -> None:
     """A burned code fails the case; repeated lock-outs hand it to staff."""
     transition(case, to=S.FAILED, reason=FailureReason.TOO_MANY_ATTEMPTS, **actor)
+    # Lock-outs count from the last time staff lifted them.
+    cleared = (
+        CaseEvent.objects.filter(case=case, data__lockout_cleared=True)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
     lockouts = CaseEvent.objects.filter(
-        case=case, kind="state.changed", data__reason=FailureReason.TOO_MANY_ATTEMPTS
+        case=case,
+        kind="state.changed",
+        data__reason=FailureReason.TOO_MANY_ATTEMPTS,
+        seq__gt=cleared or 0,
     ).count()
     if lockouts >= settings.VERIFICATION_LOCKOUTS_BEFORE_REVIEW:
         transition(

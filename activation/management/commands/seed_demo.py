@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -49,14 +49,8 @@ class Command(BaseCommand):
             )
             self._tell_story(line, story)
 
-        view_permissions = Permission.objects.filter(
-            content_type__app_label="activation", codename__startswith="view_"
-        )
         for username, first_name, role in STAFF:
-            group, _ = Group.objects.get_or_create(name=role)
-            group.permissions.add(*view_permissions)
-            if role == "supervisor":
-                group.permissions.add(Permission.objects.get(codename="operate_core_switch"))
+            group = Group.objects.get(name=role)  # created with its permissions by a migration
             if User.objects.filter(username=username).exists():
                 continue
             staff = User.objects.create_user(

@@ -1,0 +1,38 @@
+"""Staff roles: Django groups with explicit permissions. The data migration applies this table."""
+
+VIEW_ALL = [
+    "activation.view_activationcase",
+    "activation.view_caseevent",
+    "activation.view_corerequest",
+    "activation.view_creditline",
+    "activation.view_overriderequest",
+    "activation.view_systemevent",
+]
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "agent": [*VIEW_ALL, "activation.work_case", "activation.request_override"],
+    "supervisor": [
+        *VIEW_ALL,
+        "activation.work_case",
+        "activation.request_override",
+        "activation.approve_override",
+        "activation.bulk_recover",
+        "activation.operate_core_switch",
+    ],
+    # Auditors see everything and change nothing.
+    "auditor": VIEW_ALL,
+}
+ROLES = tuple(ROLE_PERMISSIONS)
+
+
+def sync_roles(group_model, permission_model) -> None:
+    """Make each role's group hold exactly its permissions (models may be historical)."""
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _created = group_model.objects.get_or_create(name=role)
+        permissions = []
+        for name in names:
+            app_label, codename = name.split(".")
+            permissions.append(
+                permission_model.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(permissions)

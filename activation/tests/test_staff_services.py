@@ -1,0 +1,278 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from activation.models import (
+    ActorType,
+    CaseEvent,
+    CaseState,
+    CoreRequest,
+    FailureReason,
+    OverrideRequest,
+    SystemEvent,
+)
+from activation.services import staff as actions
+from activation.services.emergency import set_core_submissions_paused
+from activation.timeline import find_case_chain_break
+from activation.transitions import transition
+from tests.factories import CustomerFactory, open_failed_case
+
+from .helpers import submitted_case
+
+pytestmark = pytest.mark.django_db
+Kind = OverrideRequest.Kind
+
+
+@pytest.fixture
+def review_case(customer, django_capture_on_commit_callbacks):
+    """A verified case the core never answered: staff must look at it."""
+    case, request = submitted_case(customer, django_capture_on_commit_callbacks)
+    CoreRequest.objects.filter(pk=request.pk).update(status=CoreRequest.Status.FAILED, attempts=8)
+    transition(
+        case,
+        to=CaseState.NEEDS_REVIEW,
+        actor_type=ActorType.SYSTEM,
+        reason=FailureReason.CORE_UNAVAILABLE,
+    )
+    return case
+
+
+def unverified_review_case():
+    case = open_failed_case(CustomerFactory(), reason=FailureReason.TOO_MANY_ATTEMPTS)
+    transition(
+        case,
+        to=CaseState.NEEDS_REVIEW,
+        actor_type=ActorType.SYSTEM,
+        reason=FailureReason.TOO_MANY_ATTEMPTS,
+    )
+    return case
+
+
+def events(case, kind=None):
+    queryset = CaseEvent.objects.filter(case=case)
+    return queryset.filter(kind=kind) if kind else queryset
+
+
+# Every write a role might try, and whether it may. Auditors and customers may do none.
+ACTIONS = {
+    "assign to me": lambda who, case, other: actions.assign_case(
+        case_id=case.pk, staff=who, assignee=who
+    ),
+    "add a note": lambda who, case, other: actions.add_note(case_id=case.pk, staff=who, text="hi"),
+    "resubmit": lambda who, case, other: actions.resubmit_case(
+        case_id=case.pk, staff=who, reason="core is back"
+    ),
+    "return to customer": lambda who, case, other: actions.return_to_customer(
+        case_id=case.pk, staff=who, reason="let them retry"
+    ),
+    "close": lambda who, case, other: actions.close_case(
+        case_id=case.pk, staff=who, reason_code="duplicate", text="opened twice"
+    ),
+    "request override": lambda who, case, other: actions.request_override(
+        case_id=case.pk,
+        staff=who,
+        kind=Kind.MARK_ACTIVATED,
+        reason="core says active",
+        core_reference="act_123",
+    ),
+    "approve override": lambda who, case, other: actions.approve_override(
+        override_id=actions.request_override(
+            case_id=case.pk,
+            staff=other,
+            kind=Kind.MARK_ACTIVATED,
+            reason="r",
+            core_reference="act_1",
+        ).pk,
+        staff=who,
+        reason="confirmed by phone with the core team",
+    ),
+    "reject override": lambda who, case, other: actions.reject_override(
+        override_id=actions.request_override(
+            case_id=case.pk,
+            staff=other,
+            kind=Kind.MARK_ACTIVATED,
+            reason="r",
+            core_reference="act_1",
+        ).pk,
+        staff=who,
+        reason="no proof",
+    ),
+    "bulk recover": lambda who, case, other: actions.bulk_recover(
+        staff=who,
+        since=timezone.now() - timedelta(hours=1),
+        until=timezone.now() + timedelta(minutes=1),
+        reason="after the outage",
+    ),
+    "pause core submissions": lambda who, case, other: _operate_switch(who),
+}
+MAY = {
+    "agent": {
+        "assign to me",
+        "add a note",
+        "resubmit",
+        "return to customer",
+        "close",
+        "request override",
+    },
+    "supervisor": set(ACTIONS),
+    "auditor": set(),
+    "customer": set(),
+}
+
+
+def _operate_switch(who):
+    if not who.has_perm("activation.operate_core_switch"):
+        raise actions.NotPermitted()
+    set_core_submissions_paused(paused=True, actor=who, reason="drill")
+
+
+@pytest.mark.parametrize("role", list(MAY))
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_permission_matrix(role, action, request, review_case, other_supervisor):
+    who = request.getfixturevalue(role)
+    before_events = events(review_case).count()
+    before_system = SystemEvent.objects.count()
+    if action in MAY[role]:
+        ACTIONS[action](who, review_case, other_supervisor)
+        changed = events(review_case).count() > before_events
+        assert changed or SystemEvent.objects.count() > before_system
+    else:
+        with pytest.raises(actions.NotPermitted):
+            ACTIONS[action](who, review_case, other_supervisor)
+        # Nothing the refused role did stays: an override a colleague asked for may remain.
+        refused_by_role = events(review_case).exclude(kind="override.requested")
+        assert refused_by_role.count() == before_events
+        assert SystemEvent.objects.count() == before_system
+    assert find_case_chain_break(review_case.pk) is None
+
+
+def test_nobody_approves_their_own_override(review_case, supervisor):
+    override = actions.request_override(
+        case_id=review_case.pk,
+        staff=supervisor,
+        kind=Kind.MARK_ACTIVATED,
+        reason="core confirmed",
+        core_reference="act_9",
+    )
+    with pytest.raises(actions.NotPermitted):
+        actions.approve_override(override_id=override.pk, staff=supervisor, reason="self")
+    override.refresh_from_db()
+    review_case.refresh_from_db()
+    assert override.status == OverrideRequest.Status.PENDING
+    assert review_case.state == CaseState.NEEDS_REVIEW
+
+
+def test_an_approval_after_the_case_moved_on_is_refused(review_case, agent, supervisor):
+    override = actions.request_override(
+        case_id=review_case.pk,
+        staff=agent,
+        kind=Kind.MARK_ACTIVATED,
+        reason="core confirmed",
+        core_reference="act_9",
+    )
+    actions.return_to_customer(case_id=review_case.pk, staff=agent, reason="customer called")
+    with pytest.raises(actions.OverrideNotAllowed):
+        actions.approve_override(override_id=override.pk, staff=supervisor, reason="ok")
+    review_case.refresh_from_db()
+    assert review_case.state == CaseState.PENDING_VERIFICATION
+    assert OverrideRequest.objects.get().status == OverrideRequest.Status.PENDING
+
+
+def test_mark_activated_with_four_eyes_names_both_people(review_case, agent, supervisor):
+    override = actions.request_override(
+        case_id=review_case.pk,
+        staff=agent,
+        kind=Kind.MARK_ACTIVATED,
+        reason="core confirmed by phone",
+        core_reference="act_42",
+    )
+    actions.approve_override(override_id=override.pk, staff=supervisor, reason="checked")
+    review_case.refresh_from_db()
+    assert review_case.state == CaseState.ACTIVATED
+    activated = events(review_case, "state.changed").last()
+    assert activated.data["requested_by"] == agent.username
+    assert activated.data["approved_by"] == supervisor.username
+    assert activated.data["core_reference"] == "act_42"
+    assert [e.actor for e in events(review_case).filter(kind__startswith="override.")] == [
+        agent,
+        supervisor,
+    ]
+
+
+def test_mark_activated_needs_the_cores_reference(review_case, agent):
+    with pytest.raises(actions.ReasonRequired):
+        actions.request_override(
+            case_id=review_case.pk, staff=agent, kind=Kind.MARK_ACTIVATED, reason="r"
+        )
+    assert not OverrideRequest.objects.exists()
+
+
+def test_resubmitting_after_no_answer_reuses_the_key(review_case, agent):
+    original = CoreRequest.objects.get(case=review_case)
+    request = actions.resubmit_case(case_id=review_case.pk, staff=agent, reason="core is back")
+    assert request.pk == original.pk
+    assert request.idempotency_key == original.idempotency_key
+    assert (request.status, request.attempts) == (CoreRequest.Status.PENDING, 0)
+    review_case.refresh_from_db()
+    assert review_case.state == CaseState.SUBMITTING
+
+
+def test_an_unverified_case_is_resubmitted_only_with_an_approved_override(agent, supervisor):
+    case = unverified_review_case()
+    with pytest.raises(actions.OverrideNotAllowed):
+        actions.resubmit_case(case_id=case.pk, staff=agent, reason="try again")
+    assert not CoreRequest.objects.filter(case=case).exists()
+
+    override = actions.request_override(
+        case_id=case.pk, staff=agent, kind=Kind.RESUBMIT_UNVERIFIED, reason="customer in branch"
+    )
+    actions.approve_override(override_id=override.pk, staff=supervisor, reason="ID checked")
+    request = CoreRequest.objects.get(case=case)
+    assert request.payload["requested_by"] == "staff"
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+
+
+def test_returning_to_the_customer_lifts_the_lock_out(agent, settings):
+    case = unverified_review_case()
+    actions.return_to_customer(case_id=case.pk, staff=agent, reason="customer called us")
+    case.refresh_from_db()
+    assert case.state == CaseState.PENDING_VERIFICATION
+    event = events(case, "state.changed").last()
+    assert event.data["lockout_cleared"] is True
+
+
+def test_closing_needs_a_reason_from_the_list_and_words(review_case, agent):
+    with pytest.raises(actions.ReasonRequired):
+        actions.close_case(case_id=review_case.pk, staff=agent, reason_code="bored", text="x")
+    with pytest.raises(actions.ReasonRequired):
+        actions.close_case(case_id=review_case.pk, staff=agent, reason_code="duplicate", text=" ")
+    actions.close_case(case_id=review_case.pk, staff=agent, reason_code="duplicate", text="twice")
+    review_case.refresh_from_db()
+    assert review_case.state == CaseState.CLOSED
+
+
+def test_bulk_recovery_takes_only_core_failures_inside_the_window(
+    review_case, supervisor, django_capture_on_commit_callbacks
+):
+    other = unverified_review_case()  # too_many_attempts: not a core failure
+    result = actions.bulk_recover(
+        staff=supervisor,
+        since=timezone.now() - timedelta(days=2),
+        until=timezone.now() - timedelta(days=1),
+        reason="yesterday's outage",
+    )
+    assert result == {"candidates": 0, "resubmitted": 0}
+    result = actions.bulk_recover(
+        staff=supervisor,
+        since=timezone.now() - timedelta(hours=1),
+        until=timezone.now() + timedelta(minutes=1),
+        reason="today's outage",
+    )
+    assert result == {"candidates": 1, "resubmitted": 1}
+    review_case.refresh_from_db()
+    other.refresh_from_db()
+    assert review_case.state == CaseState.SUBMITTING
+    assert other.state == CaseState.NEEDS_REVIEW
+    assert SystemEvent.objects.filter(kind="cases.bulk_recovered").count() == 2
