@@ -1,11 +1,19 @@
-"""The back office's view of cases: a queue with a state filter and a read-only timeline."""
+"""The back office: the work queue of stuck cases, the case page, and staff actions on it."""
+
+from datetime import timedelta
 
 from django.contrib import admin
+from django.db.models import F
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from accounts.masking import mask_phone_number
 from portal.backoffice import backoffice
 
-from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine
+from . import selectors
+from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine, OverrideRequest
 
 
 class ReadOnlyMixin:
@@ -63,25 +71,111 @@ class CoreRequestInline(ReadOnlyInline):
     )
 
 
+class AgeFilter(admin.SimpleListFilter):
+    title = _("age")
+    parameter_name = "age"
+    BUCKETS = {
+        "15m": (_("under 15 minutes"), timedelta(minutes=15)),
+        "1h": (_("under 1 hour"), timedelta(hours=1)),
+        "24h": (_("under 24 hours"), timedelta(hours=24)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _span) in self.BUCKETS.items()] + [
+            ("older", _("older"))
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.BUCKETS:
+            return queryset.filter(opened_at__gte=timezone.now() - self.BUCKETS[self.value()][1])
+        if self.value() == "older":
+            return queryset.filter(opened_at__lt=timezone.now() - timedelta(hours=24))
+        return queryset
+
+
+class SlaBreachedFilter(admin.SimpleListFilter):
+    title = _("SLA")
+    parameter_name = "sla"
+
+    def lookups(self, request, model_admin):
+        return [("breached", _("breached")), ("within", _("within"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "breached":
+            return queryset.filter(sla_due_at__lt=timezone.now())
+        if self.value() == "within":
+            return queryset.exclude(sla_due_at__lt=timezone.now())
+        return queryset
+
+
+class AssigneeFilter(admin.SimpleListFilter):
+    title = _("assignee")
+    parameter_name = "assignee"
+
+    def lookups(self, request, model_admin):
+        return [("mine", _("mine")), ("none", _("unassigned"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "mine":
+            return queryset.filter(assignee=request.user)
+        if self.value() == "none":
+            return queryset.filter(assignee__isnull=True)
+        return queryset
+
+
 @admin.register(ActivationCase, site=backoffice)
 class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    change_list_template = "backoffice/case_queue.html"
+    change_form_template = "backoffice/case_page.html"
     list_display = (
         "id",
-        "credit_line",
+        "reference",
+        "customer_phone",
         "state",
         "failure_reason",
         "risk_level",
         "assignee",
-        "state_changed_at",
+        "opened_at",
         "sla_due_at",
     )
-    list_filter = ("state", "failure_reason", "risk_level")
-    list_select_related = ("credit_line", "assignee")
-    search_fields = ("=id", "credit_line__reference")
-    ordering = ("sla_due_at", "state_changed_at")
+    list_display_links = ("id", "reference")
+    list_filter = (
+        "state",
+        "failure_reason",
+        AgeFilter,
+        SlaBreachedFilter,
+        "risk_level",
+        AssigneeFilter,
+    )
+    list_select_related = ("credit_line__customer", "assignee")
+    search_fields = ("credit_line__reference",)  # widened in get_search_results
+    search_help_text = _("Case id, credit-line reference, phone number or its last 4 digits")
+    list_per_page = 50
     inlines = (CaseEventInline, CoreRequestInline)
+    fieldsets = (
+        (_("Customer and credit line"), {"fields": ("customer", "credit_line", "customer_phone")}),
+        (
+            _("Case"),
+            {
+                "fields": (
+                    "state",
+                    "failure_reason",
+                    "failure_detail",
+                    "risk_level",
+                    "assignee",
+                    "retry_count",
+                    "opened_at",
+                    "state_changed_at",
+                    "sla_due_at",
+                    "closed_at",
+                )
+            },
+        ),
+    )
     readonly_fields = (
+        "customer",
         "credit_line",
+        "customer_phone",
         "state",
         "failure_reason",
         "failure_detail",
@@ -94,6 +188,51 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "closed_at",
     )
 
+    def get_ordering(self, request):
+        # Furthest past its SLA first; cases that never reached the core (no SLA) after them.
+        return (F("sla_due_at").asc(nulls_last=True), "opened_at")
+
+    @admin.display(description=_("reference"), ordering="credit_line__reference")
+    def reference(self, case: ActivationCase) -> str:
+        return case.credit_line.reference
+
+    @admin.display(description=_("customer"))
+    def customer(self, case: ActivationCase) -> str:
+        return case.credit_line.customer.get_username()
+
+    @admin.display(description=_("phone"))
+    def customer_phone(self, case: ActivationCase) -> str:
+        phone = case.credit_line.customer.phone_number
+        return mask_phone_number(str(phone)) if phone else "—"
+
+    def get_search_results(self, request, queryset, search_term):
+        return selectors.search_cases(queryset, search_term), False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("activation.view_activationcase")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "state_counts": selectors.case_counts_by_state()}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .admin_views import case_page_context
+
+        extra_context = {**(extra_context or {}), **case_page_context(request, object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        from .admin_views import case_action
+
+        return [
+            path(
+                "<int:case_id>/act/<str:action>/",
+                self.admin_site.admin_view(case_action),
+                name="activation_activationcase_act",
+            ),
+            *super().get_urls(),
+        ]
+
 
 @admin.register(CreditLine, site=backoffice)
 class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
@@ -101,3 +240,24 @@ class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("reference",)
     list_select_related = ("customer",)
+
+
+@admin.register(OverrideRequest, site=backoffice)
+class OverrideRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "case_link",
+        "kind",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+    )
+    list_filter = ("status", "kind")
+    list_select_related = ("case", "requested_by", "decided_by")
+    ordering = ("-requested_at",)
+
+    @admin.display(description=_("case"))
+    def case_link(self, override: OverrideRequest) -> str:
+        url = reverse("backoffice:activation_activationcase_change", args=[override.case_id])
+        return format_html('<a href="{}">#{}</a>', url, override.case_id)

@@ -1,19 +1,157 @@
-"""Back-office pages that are not a model's change list: the emergency switch."""
+"""Back-office pages beyond Django's change lists: case actions, bulk recovery, the switch."""
+
+from datetime import datetime
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from portal.backoffice import backoffice
+from portal.errors import DomainError
 
+from . import selectors
 from .core.breaker import CircuitBreaker
-from .models import CoreRequest, CoreSubmissionSwitch
+from .models import CoreRequest, CoreSubmissionSwitch, OverrideRequest
+from .services import staff as actions
 from .services.emergency import set_core_submissions_paused
+from .timeline import RequestContext
+
+# Each action: the service it calls, and the permission the page checks before showing it.
+CASE_ACTIONS = {
+    "assign_me": "work_case",
+    "unassign": "work_case",
+    "note": "work_case",
+    "resubmit": "work_case",
+    "return": "work_case",
+    "close": "work_case",
+    "request_override": "request_override",
+    "approve_override": "approve_override",
+    "reject_override": "approve_override",
+}
+
+
+def case_page_context(request: HttpRequest, case_id: str) -> dict:
+    """What the case page shows beside the case: notes, overrides, and the actions allowed."""
+    notes = (
+        selectors.case_timeline(int(case_id)).filter(kind="note.added") if case_id.isdigit() else []
+    )
+    user = request.user
+    return {
+        "notes": notes,
+        "pending_overrides": selectors.pending_overrides(int(case_id)) if case_id.isdigit() else [],
+        "allowed_actions": {
+            name
+            for name, permission in CASE_ACTIONS.items()
+            if user.has_perm(f"activation.{permission}")
+        },
+        "close_reasons": actions.CLOSE_REASONS,
+        "override_kinds": OverrideRequest.Kind.choices,
+    }
+
+
+def _run(action: str, request: HttpRequest, case_id: int) -> str:
+    """Call the service for ``action``; return the message to show."""
+    post = request.POST
+    staff = request.user
+    context = RequestContext.from_request(request)
+    common = {"case_id": case_id, "staff": staff, "context": context}
+    reason = post.get("reason", "")
+    if action == "assign_me":
+        actions.assign_case(**common, assignee=staff, reason=reason)
+        return _("The case is now yours.")
+    if action == "unassign":
+        actions.assign_case(**common, assignee=None, reason=reason)
+        return _("The case is unassigned.")
+    if action == "note":
+        actions.add_note(**common, text=post.get("text", ""))
+        return _("Note added.")
+    if action == "resubmit":
+        actions.resubmit_case(**common, reason=reason)
+        return _("The case was sent to the core again.")
+    if action == "return":
+        actions.return_to_customer(**common, reason=reason)
+        return _("The case was returned to the customer.")
+    if action == "close":
+        actions.close_case(**common, reason_code=post.get("reason_code", ""), text=reason)
+        return _("The case was closed.")
+    if action == "request_override":
+        actions.request_override(
+            **common,
+            kind=post.get("kind", ""),
+            reason=reason,
+            core_reference=post.get("core_reference", ""),
+        )
+        return _("Override requested; a supervisor must approve it.")
+    override_id = int(post.get("override_id") or 0)
+    if not OverrideRequest.objects.filter(pk=override_id, case_id=case_id).exists():
+        raise Http404
+    if action == "approve_override":
+        actions.approve_override(
+            override_id=override_id, staff=staff, reason=reason, context=context
+        )
+        return _("Override approved.")
+    actions.reject_override(override_id=override_id, staff=staff, reason=reason, context=context)
+    return _("Override rejected.")
+
+
+def case_action(request: HttpRequest, case_id: int, action: str) -> HttpResponse:
+    if action not in CASE_ACTIONS:
+        raise Http404
+    if request.method != "POST":
+        return redirect("backoffice:activation_activationcase_change", case_id)
+    if not request.user.has_perm(f"activation.{CASE_ACTIONS[action]}"):
+        raise PermissionDenied
+    try:
+        messages.success(request, _run(action, request, case_id))
+    except actions.NotPermitted as error:
+        raise PermissionDenied(error.message) from error
+    except DomainError as error:
+        messages.error(request, error.message)
+    return redirect("backoffice:activation_activationcase_change", case_id)
+
+
+class BulkRecoveryForm(forms.Form):
+    since = forms.DateTimeField(label=gettext_lazy("Failed since"))
+    until = forms.DateTimeField(label=gettext_lazy("Failed before"))
+    reason = forms.CharField(label=gettext_lazy("Reason"), max_length=500)
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError(_("The window must end after it starts."))
+        return cleaned
+
+
+def bulk_recovery(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("activation.bulk_recover"):
+        raise PermissionDenied
+    form = BulkRecoveryForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        since: datetime = form.cleaned_data["since"]
+        result = actions.bulk_recover(
+            staff=request.user,
+            since=since,
+            until=form.cleaned_data["until"],
+            reason=form.cleaned_data["reason"],
+        )
+        messages.success(
+            request,
+            _("%(resubmitted)d of %(candidates)d cases were sent to the core again.") % result,
+        )
+        return redirect("backoffice:bulk-recovery")
+    context = {
+        **backoffice.each_context(request),
+        "title": _("Bulk recovery after an outage"),
+        "form": form,
+        "reasons": actions.BULK_RECOVERY_REASONS,
+    }
+    return TemplateResponse(request, "backoffice/bulk_recovery.html", context)
 
 
 class SwitchForm(forms.Form):

@@ -1,11 +1,12 @@
 """Reads shared by the customer pages, the back office and the API."""
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
+from accounts.backends import parse_phone_number
 from accounts.models import User
 
-from .models import ActivationCase, CaseEvent, CreditLine
+from .models import ActivationCase, CaseEvent, CaseState, CreditLine, OverrideRequest
 
 
 def credit_lines_for_customer(customer: User) -> QuerySet[CreditLine]:
@@ -30,3 +31,34 @@ def case_for_customer(customer: User, case_id: int) -> ActivationCase:
 def case_timeline(case_id: int) -> QuerySet[CaseEvent]:
     """A case's events in order, with the acting user."""
     return CaseEvent.objects.filter(case_id=case_id).select_related("actor").order_by("seq")
+
+
+def case_counts_by_state() -> dict[str, int]:
+    """How many cases are in each state, every state listed."""
+    counts = dict.fromkeys(CaseState.values, 0)
+    for row in ActivationCase.objects.values("state").annotate(total=Count("pk")):
+        counts[row["state"]] = row["total"]
+    return counts
+
+
+def search_cases(cases: QuerySet[ActivationCase], term: str) -> QuerySet[ActivationCase]:
+    """Find cases by id, credit-line reference, or phone number (whole, or its last 4 digits)."""
+    term = term.strip()
+    if not term:
+        return cases
+    digits = "".join(ch for ch in term if ch.isdigit())
+    matches = Q(credit_line__reference__iexact=term)
+    if len(digits) == 4 and digits == term:
+        matches |= Q(credit_line__customer__phone_number__endswith=digits)
+    phone = parse_phone_number(term)
+    if phone:
+        matches |= Q(credit_line__customer__phone_number=phone)
+    if digits == term and len(digits) < 10:
+        matches |= Q(pk=int(digits))
+    return cases.filter(matches)
+
+
+def pending_overrides(case_id: int) -> QuerySet[OverrideRequest]:
+    return OverrideRequest.objects.filter(
+        case_id=case_id, status=OverrideRequest.Status.PENDING
+    ).select_related("requested_by")

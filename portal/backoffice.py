@@ -1,6 +1,8 @@
 """The back office: Django's admin behind django-otp, so every page needs a verified device."""
 
 from django import forms
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -28,13 +30,21 @@ class BackofficeSite(OTPAdminSite):
     index_title = _("Stuck activations")
     login_form = BackofficeAuthenticationForm
 
+    def index(self, request, extra_context=None):
+        """The landing page is the work queue: cases waiting for staff, most overdue first."""
+        return redirect(
+            reverse("backoffice:activation_activationcase_changelist", current_app=self.name)
+            + "?state__exact=needs_review"
+        )
+
     def get_urls(self):
         from django.urls import path
 
-        from activation.admin_views import core_switch
+        from activation.admin_views import bulk_recovery, core_switch
 
         return [
             path("core-submissions/", self.admin_view(core_switch), name="core-switch"),
+            path("bulk-recovery/", self.admin_view(bulk_recovery), name="bulk-recovery"),
             *super().get_urls(),
         ]
 

@@ -48,7 +48,10 @@ def test_staff_sign_in_with_password_and_totp_and_see_the_case_and_its_timeline(
 ):
     response = sign_in(client, agent_with_view, current_code(agent_with_view))
     assert response.status_code == 200
-    assert response.redirect_chain[-1][0] == "/backoffice/"
+    # The landing page is the work queue.
+    assert response.redirect_chain[-1][0] == (
+        "/backoffice/activation/activationcase/?state__exact=needs_review"
+    )
 
     queue = client.get("/backoffice/activation/activationcase/?state__exact=pending_verification")
     assert queue.status_code == 200
