@@ -14,6 +14,7 @@ from portal.backoffice import backoffice
 
 from . import selectors
 from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine, OverrideRequest
+from .roles import can
 
 
 class ReadOnlyMixin:
@@ -209,7 +210,10 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return selectors.search_cases(queryset, search_term), False
 
     def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("activation.view_activationcase")
+        return can(request.user, "view_activationcase")
+
+    def has_module_permission(self, request) -> bool:
+        return can(request.user, "view_activationcase")
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "state_counts": selectors.case_counts_by_state()}

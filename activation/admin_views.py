@@ -17,6 +17,7 @@ from portal.errors import DomainError
 from . import selectors
 from .core.breaker import CircuitBreaker
 from .models import CoreRequest, CoreSubmissionSwitch, OverrideRequest
+from .roles import can
 from .services import staff as actions
 from .services.emergency import set_core_submissions_paused
 from .timeline import RequestContext
@@ -45,9 +46,7 @@ def case_page_context(request: HttpRequest, case_id: str) -> dict:
         "notes": notes,
         "pending_overrides": selectors.pending_overrides(int(case_id)) if case_id.isdigit() else [],
         "allowed_actions": {
-            name
-            for name, permission in CASE_ACTIONS.items()
-            if user.has_perm(f"activation.{permission}")
+            name for name, permission in CASE_ACTIONS.items() if can(user, permission)
         },
         "close_reasons": actions.CLOSE_REASONS,
         "override_kinds": OverrideRequest.Kind.choices,
@@ -104,7 +103,7 @@ def case_action(request: HttpRequest, case_id: int, action: str) -> HttpResponse
         raise Http404
     if request.method != "POST":
         return redirect("backoffice:activation_activationcase_change", case_id)
-    if not request.user.has_perm(f"activation.{CASE_ACTIONS[action]}"):
+    if not can(request.user, CASE_ACTIONS[action]):
         raise PermissionDenied
     try:
         messages.success(request, _run(action, request, case_id))
@@ -129,7 +128,7 @@ class BulkRecoveryForm(forms.Form):
 
 
 def bulk_recovery(request: HttpRequest) -> HttpResponse:
-    if not request.user.has_perm("activation.bulk_recover"):
+    if not can(request.user, "bulk_recover"):
         raise PermissionDenied
     form = BulkRecoveryForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -164,7 +163,7 @@ class SwitchForm(forms.Form):
 
 
 def core_switch(request: HttpRequest) -> HttpResponse:
-    if not request.user.has_perm("activation.operate_core_switch"):
+    if not can(request.user, "operate_core_switch"):
         raise PermissionDenied
     switch = CoreSubmissionSwitch.objects.filter(pk=1).first()
     paused = bool(switch and switch.paused)

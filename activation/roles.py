@@ -36,3 +36,31 @@ def sync_roles(group_model, permission_model) -> None:
                 permission_model.objects.get(content_type__app_label=app_label, codename=codename)
             )
         group.permissions.set(permissions)
+
+
+def role_permissions(user) -> frozenset[str]:
+    """The activation permissions ``user`` holds through roles or grants, superuser or not.
+
+    Superusers administer staff accounts; working cases takes a role like anyone else's, so
+    Django's "a superuser may do anything" does not apply here.
+    """
+    cached = getattr(user, "_activation_role_permissions", None)
+    if cached is not None:
+        return cached
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        permissions = frozenset()
+    else:
+        from django.contrib.auth.models import Permission
+        from django.db.models import Q
+
+        permissions = frozenset(
+            Permission.objects.filter(
+                Q(group__user=user) | Q(user=user), content_type__app_label="activation"
+            ).values_list("codename", flat=True)
+        )
+    user._activation_role_permissions = permissions
+    return permissions
+
+
+def can(user, codename: str) -> bool:
+    return codename in role_permissions(user)

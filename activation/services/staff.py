@@ -19,6 +19,7 @@ from ..models import (
     FailureReason,
     OverrideRequest,
 )
+from ..roles import can
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 from ..transitions import TransitionNotAllowed, transition
 from ._common import S, enqueue_delivery, lock_case
@@ -45,7 +46,7 @@ class OverrideNotAllowed(DomainError):
 
 
 def _require(staff: User, permission: str) -> None:
-    if not (staff.is_active and staff.is_staff and staff.has_perm(f"activation.{permission}")):
+    if not can(staff, permission):
         raise NotPermitted(_("You are not allowed to do this."), permission=permission)
 
 
@@ -71,9 +72,7 @@ def assign_case(
 ) -> ActivationCase:
     """Give the case to ``assignee`` (None: unassign)."""
     _require(staff, "work_case")
-    if assignee is not None and not (
-        assignee.is_staff and assignee.has_perm("activation.work_case")
-    ):
+    if assignee is not None and not can(assignee, "work_case"):
         raise NotPermitted(_("Cases can only be assigned to staff who work cases."))
     case = lock_case(case_id)
     if case.assignee_id == (assignee.pk if assignee else None):

@@ -94,12 +94,18 @@ def test_a_customer_cannot_enter_the_back_office(client, customer):
     assert client.get("/backoffice/").status_code == 302
 
 
-def test_the_timeline_cannot_be_edited_from_the_back_office(client, case):
-    superuser = StaffFactory(is_superuser=True)
-    sign_in(client, superuser, current_code(superuser))
+def test_the_timeline_cannot_be_edited_from_the_back_office(client, case, supervisor):
+    sign_in(client, supervisor, current_code(supervisor))
     page = client.get(f"/backoffice/activation/activationcase/{case.pk}/change/")
     assert page.status_code == 200
     assert 'name="events-0-kind"' not in page.text
     assert (
         client.post(f"/backoffice/activation/activationcase/{case.pk}/delete/").status_code == 403
     )
+
+
+def test_a_superuser_administers_staff_but_sees_no_cases_without_a_role(client, case):
+    superuser = StaffFactory(is_superuser=True)
+    sign_in(client, superuser, current_code(superuser))
+    assert client.get("/backoffice/accounts/user/").status_code == 200
+    assert client.get("/backoffice/activation/activationcase/").status_code == 403

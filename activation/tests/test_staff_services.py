@@ -276,3 +276,30 @@ def test_bulk_recovery_takes_only_core_failures_inside_the_window(
     assert review_case.state == CaseState.SUBMITTING
     assert other.state == CaseState.NEEDS_REVIEW
     assert SystemEvent.objects.filter(kind="cases.bulk_recovered").count() == 2
+
+
+def test_a_superuser_without_a_role_works_no_cases(review_case):
+    from tests.factories import StaffFactory
+
+    superuser = StaffFactory(is_superuser=True)
+    with pytest.raises(actions.NotPermitted):
+        actions.add_note(case_id=review_case.pk, staff=superuser, text="I can do anything?")
+    assert not events(review_case, "note.added").exists()
+
+
+def test_create_staff_user_enrols_totp_and_records_it(capsys):
+    from django.core.management import call_command
+
+    from accounts.models import User
+
+    call_command("create_staff_user", "new.agent", "--role", "agent")
+    out = capsys.readouterr().out
+    user = User.objects.get(username="new.agent")
+    assert user.is_staff and not user.is_superuser
+    assert list(user.groups.values_list("name", flat=True)) == ["agent"]
+    assert "otpauth://totp/" in out
+    assert "█" in out  # the QR code, drawn in the terminal
+    password = out.split("Initial password: ")[1].split()[0]
+    assert user.check_password(password)
+    event = SystemEvent.objects.get(kind="staff.created")
+    assert event.data == {"username": "new.agent", "role": "agent", "user_id": user.pk}
