@@ -77,26 +77,10 @@ ACTIONS = {
         core_reference="act_123",
     ),
     "approve override": lambda who, case, other: actions.approve_override(
-        override_id=actions.request_override(
-            case_id=case.pk,
-            staff=other,
-            kind=Kind.MARK_ACTIVATED,
-            reason="r",
-            core_reference="act_1",
-        ).pk,
-        staff=who,
-        reason="confirmed by phone with the core team",
+        override_id=_colleagues_override(case, other), staff=who, reason="confirmed by phone"
     ),
     "reject override": lambda who, case, other: actions.reject_override(
-        override_id=actions.request_override(
-            case_id=case.pk,
-            staff=other,
-            kind=Kind.MARK_ACTIVATED,
-            reason="r",
-            core_reference="act_1",
-        ).pk,
-        staff=who,
-        reason="no proof",
+        override_id=_colleagues_override(case, other), staff=who, reason="no proof"
     ),
     "bulk recover": lambda who, case, other: actions.bulk_recover(
         staff=who,
@@ -119,6 +103,17 @@ MAY = {
     "auditor": set(),
     "customer": set(),
 }
+
+
+def _colleagues_override(case, colleague) -> int:
+    """An override someone else asked for, for the role under test to decide."""
+    return actions.request_override(
+        case_id=case.pk,
+        staff=colleague,
+        kind=Kind.MARK_ACTIVATED,
+        reason="r",
+        core_reference="act_1",
+    ).pk
 
 
 def _operate_switch(who):
