@@ -1,0 +1,146 @@
+import csv
+import io
+import json
+
+import pgtrigger
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from activation.exports import COLUMNS, ExportFilters, write_export
+from activation.models import ActorType, CaseEvent, CaseState, SystemEvent
+from activation.timeline import append_case_event
+from activation.transitions import transition
+from tests.factories import CustomerFactory, open_failed_case
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def history():
+    cases = []
+    for n in range(3):
+        customer = CustomerFactory(first_name="Wei", last_name=f"Zhang{n}")
+        case = open_failed_case(customer)
+        transition(case, to=CaseState.PENDING_VERIFICATION, actor_type=ActorType.CUSTOMER)
+        append_case_event(
+            case,
+            kind="verification.sent",
+            actor_type=ActorType.CUSTOMER,
+            data={"channel": "sms", "note": '逗号, "引号"\n换行'},
+        )
+        cases.append(case)
+    return cases
+
+
+def export(fmt: str, **options) -> tuple[bytes, dict]:
+    out = io.BytesIO()
+    manifest = write_export(
+        out,
+        filters=ExportFilters(**options.pop("filters", {})),
+        fmt=fmt,
+        actor=None,
+        pii=options.get("pii", False),
+    )
+    return out.getvalue(), json.loads(manifest.to_json())
+
+
+def database_rows() -> list[tuple]:
+    return list(
+        CaseEvent.objects.order_by("case_id", "seq").values_list(
+            "case_id", "seq", "kind", "data", "hash"
+        )
+    )
+
+
+def test_csv_parses_back_to_exactly_the_events(history):
+    content, manifest = export("csv")
+    rows = list(csv.DictReader(io.StringIO(content.decode())))
+    assert tuple(rows[0]) == COLUMNS
+    parsed = [
+        (int(r["case_id"]), int(r["seq"]), r["kind"], json.loads(r["data"]), r["hash"])
+        for r in rows
+    ]
+    assert parsed == database_rows()
+    assert manifest["rows"] == len(rows) == 9
+
+
+def test_json_lines_parse_back_to_exactly_the_events(history):
+    content, manifest = export("jsonl")
+    rows = [json.loads(line) for line in content.decode().splitlines()]
+    assert [
+        (r["case_id"], r["seq"], r["kind"], r["data"], r["hash"]) for r in rows
+    ] == database_rows()
+    heads = {
+        str(c.pk): CaseEvent.objects.filter(case=c).order_by("-seq").values("seq", "hash").first()
+        for c in history
+    }
+    assert manifest["chain_heads"] == heads
+
+
+def test_names_and_phone_numbers_are_masked_without_pii(history):
+    masked, manifest = export("jsonl")
+    first = json.loads(masked.decode().splitlines()[0])
+    assert first["customer_name"] == "W***"
+    assert "****" in first["customer_phone"]
+    assert manifest["pii"] is False
+    plain, manifest = export("jsonl", pii=True)
+    first = json.loads(plain.decode().splitlines()[0])
+    assert first["customer_name"] == "Wei Zhang0"
+    assert first["customer_phone"].startswith("+86")
+    assert manifest["pii"] is True
+
+
+def test_every_export_is_on_the_audit_trail(history):
+    _content, manifest = export("csv", filters={"states": ("pending_verification",)})
+    event = SystemEvent.objects.get(kind="export.created")
+    assert event.data["rows"] == 9
+    assert event.data["sha256"] == manifest["sha256"]
+    assert event.data["filters"]["states"] == ["pending_verification"]
+
+
+def test_verify_export_catches_one_changed_byte(history, tmp_path, capsys):
+    call_command(
+        "export_case_history",
+        "--output",
+        str(tmp_path / "x.csv"),
+        "--manifest",
+        str(tmp_path / "x.json"),
+    )
+    call_command("verify_export", str(tmp_path / "x.csv"), str(tmp_path / "x.json"))
+    assert "OK: 9 rows" in capsys.readouterr().out
+    data = bytearray((tmp_path / "x.csv").read_bytes())
+    data[200] = ord("A") if data[200] != ord("A") else ord("B")
+    (tmp_path / "x.csv").write_bytes(bytes(data))
+    with pytest.raises(CommandError):
+        call_command("verify_export", str(tmp_path / "x.csv"), str(tmp_path / "x.json"))
+
+
+def test_a_shortened_chain_is_caught_against_an_earlier_manifest(history, tmp_path):
+    call_command(
+        "export_case_history",
+        "--format",
+        "jsonl",
+        "--output",
+        str(tmp_path / "x.jsonl"),
+        "--manifest",
+        str(tmp_path / "x.json"),
+    )
+    call_command("verify_audit_chain")  # intact
+    newest = CaseEvent.objects.filter(case=history[1]).order_by("-seq").first()
+    with pgtrigger.ignore("activation.CaseEvent:append_only"), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM activation_caseevent WHERE id = %s", [newest.pk])
+    call_command("verify_audit_chain")  # the chain alone cannot tell
+    with pytest.raises(CommandError):
+        call_command("verify_audit_chain", "--manifest", str(tmp_path / "x.json"))
+    with pytest.raises(CommandError):
+        call_command("verify_export", str(tmp_path / "x.jsonl"), str(tmp_path / "x.json"))
+
+
+def test_verify_audit_chain_names_the_broken_case_and_event(history, capsys):
+    victim = CaseEvent.objects.filter(case=history[2], seq=2).get()
+    with pgtrigger.ignore("activation.CaseEvent:append_only"), connection.cursor() as cursor:
+        cursor.execute("UPDATE activation_caseevent SET kind = 'x' WHERE id = %s", [victim.pk])
+    with pytest.raises(CommandError):
+        call_command("verify_audit_chain")
+    assert f"case {history[2].pk}: event {victim.pk} (seq 2)" in capsys.readouterr().err
