@@ -13,6 +13,7 @@ from accounts.masking import mask_phone_number
 from portal.backoffice import backoffice
 
 from . import selectors
+from .integrity import last_verification
 from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine, OverrideRequest
 from .roles import can
 
@@ -216,7 +217,11 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return can(request.user, "view_activationcase")
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "state_counts": selectors.case_counts_by_state()}
+        extra_context = {
+            **(extra_context or {}),
+            "state_counts": selectors.case_counts_by_state(),
+            "last_verification": last_verification(),
+        }
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -6,6 +6,7 @@ from django.conf import settings
 from verification.delivery import DeliveryError
 
 from . import services
+from .integrity import verify_and_record
 from .services.notifications import notify_customer_of_resolution
 
 
@@ -43,3 +44,9 @@ def reconcile_activations() -> dict[str, int]:
 def notify_case_resolved(case_id: int) -> None:
     """Tell the customer their case is resolved; a gateway failure is retried with back-off."""
     notify_customer_of_resolution(case_id=case_id)
+
+
+@shared_task(ignore_result=True)
+def verify_audit_chains() -> int:
+    """Nightly: verify every chain and record the result on the audit trail."""
+    return len(verify_and_record())

@@ -7,6 +7,7 @@ Development runs on embedded defaults (SQLite and a filesystem broker in ``var/`
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -210,6 +211,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-core-outbox": {
         "task": "activation.tasks.sweep_core_outbox",
         "schedule": env.float("ACTIVATION_SWEEP_INTERVAL_SECONDS", default=10.0),
+    },
+    "verify-audit-chains": {
+        "task": "activation.tasks.verify_audit_chains",
+        "schedule": crontab(hour=3, minute=17),
     },
     "reconcile-activations": {
         "task": "activation.tasks.reconcile_activations",

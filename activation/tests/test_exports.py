@@ -144,3 +144,23 @@ def test_verify_audit_chain_names_the_broken_case_and_event(history, capsys):
     with pytest.raises(CommandError):
         call_command("verify_audit_chain")
     assert f"case {history[2].pk}: event {victim.pk} (seq 2)" in capsys.readouterr().err
+
+
+def test_the_nightly_check_records_its_result_and_a_failure_shows_on_the_queue(
+    history, client, agent
+):
+    from activation.tasks import verify_audit_chains
+
+    from .test_backoffice import current_code, sign_in
+
+    assert verify_audit_chains() == 0
+    assert SystemEvent.objects.get(kind="audit.verified").data["ok"] is True
+    sign_in(client, agent, current_code(agent))
+    assert "broken chain" not in client.get("/backoffice/activation/activationcase/").text
+
+    victim = CaseEvent.objects.filter(case=history[0], seq=1).get()
+    with pgtrigger.ignore("activation.CaseEvent:append_only"), connection.cursor() as cursor:
+        cursor.execute("UPDATE activation_caseevent SET kind = 'x' WHERE id = %s", [victim.pk])
+    assert verify_audit_chains() == 1
+    page = client.get("/backoffice/activation/activationcase/")
+    assert "found 1 broken chain" in page.text

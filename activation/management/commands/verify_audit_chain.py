@@ -4,10 +4,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from activation.audit import find_system_chain_break
 from activation.exports import verify_chain_heads
+from activation.integrity import chain_problems
 from activation.models import ActivationCase, CaseEvent
-from activation.timeline import find_case_chain_break
 
 
 class Command(BaseCommand):
@@ -33,23 +32,7 @@ class Command(BaseCommand):
             if until:
                 events = events.filter(created_at__lt=self._moment(until))
             case_ids = case_ids.filter(pk__in=events.values("case_id"))
-        problems = []
-        checked = 0
-        # One case at a time, each read in chunks: memory stays flat however many events.
-        for case_id in case_ids.iterator(chunk_size=1000):
-            checked += 1
-            chain_break = find_case_chain_break(case_id)
-            if chain_break is not None:
-                problems.append(
-                    f"case {case_id}: event {chain_break.event_id} (seq {chain_break.seq}): "
-                    f"{chain_break.problem}"
-                )
-        system_break = find_system_chain_break()
-        if system_break is not None:
-            problems.append(
-                f"system audit trail: event {system_break.event_id} (seq {system_break.seq}): "
-                f"{system_break.problem}"
-            )
+        checked, problems = chain_problems(case_ids.iterator(chunk_size=1000))
         if manifest:
             problems += verify_chain_heads(json.loads(Path(manifest).read_text()))
         for problem in problems:
