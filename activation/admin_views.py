@@ -1,13 +1,15 @@
 """Back-office pages beyond Django's change lists: case actions, bulk recovery, the switch."""
 
+import json
 from datetime import datetime
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -16,7 +18,15 @@ from portal.errors import DomainError
 
 from . import selectors
 from .core.breaker import CircuitBreaker
-from .models import CoreRequest, CoreSubmissionSwitch, OverrideRequest
+from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
+from .models import (
+    CaseExport,
+    CaseState,
+    CoreRequest,
+    CoreSubmissionSwitch,
+    FailureReason,
+    OverrideRequest,
+)
 from .roles import can
 from .services import staff as actions
 from .services.emergency import set_core_submissions_paused
@@ -190,3 +200,105 @@ def core_switch(request: HttpRequest) -> HttpResponse:
         "breaker": CircuitBreaker.from_settings().state(),
     }
     return TemplateResponse(request, "backoffice/core_switch.html", context)
+
+
+class ExportForm(forms.Form):
+    since = forms.DateTimeField(label=gettext_lazy("Events from"), required=False)
+    until = forms.DateTimeField(label=gettext_lazy("Events before"), required=False)
+    states = forms.MultipleChoiceField(
+        label=gettext_lazy("Case states"),
+        choices=CaseState.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    reasons = forms.MultipleChoiceField(
+        label=gettext_lazy("Failure reasons"),
+        choices=FailureReason.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    format = forms.ChoiceField(
+        label=gettext_lazy("Format"),
+        choices=[("csv", "CSV"), ("jsonl", "JSON Lines"), ("xlsx", "Excel (XLSX)")],
+    )
+
+    def filters(self) -> ExportFilters:
+        data = self.cleaned_data
+        return ExportFilters(
+            since=data["since"],
+            until=data["until"],
+            states=tuple(data["states"]),
+            reasons=tuple(data["reasons"]),
+        )
+
+
+def case_exports(request: HttpRequest) -> HttpResponse:
+    """Auditors and supervisors download case histories; the manifest is kept beside them."""
+    if not can(request.user, "export_case_history"):
+        raise PermissionDenied
+    form = ExportForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        filters, fmt = form.filters(), form.cleaned_data["format"]
+        if fmt == "xlsx" and events_for_export(filters).count() > XLSX_MAX_ROWS:
+            form.add_error(
+                "format",
+                _("XLSX holds at most %(rows)d rows; choose CSV or JSON Lines for this export.")
+                % {"rows": XLSX_MAX_ROWS},
+            )
+        else:
+            return _stream_download(request, filters, fmt)
+    context = {
+        **backoffice.each_context(request),
+        "title": _("Export case histories"),
+        "form": form,
+        "exports": CaseExport.objects.select_related("created_by")[:20],
+    }
+    return TemplateResponse(request, "backoffice/exports.html", context)
+
+
+def _stream_download(request: HttpRequest, filters: ExportFilters, fmt: str):
+    pii = can(request.user, "view_pii")
+    record = CaseExport.objects.create(
+        format=fmt, filters=filters.as_json(), pii=pii, created_by=request.user
+    )
+    manifest = new_manifest(filters=filters, fmt=fmt, actor=request.user, pii=pii)
+
+    def keep(manifest) -> None:
+        CaseExport.objects.filter(pk=record.pk).update(
+            manifest=json.loads(manifest.to_json()), completed_at=timezone.now()
+        )
+
+    response = StreamingHttpResponse(
+        stream_export(
+            filters=filters,
+            fmt=fmt,
+            actor=request.user,
+            pii=pii,
+            manifest=manifest,
+            on_complete=keep,
+        ),
+        content_type=EXPORT_CONTENT_TYPES[fmt],
+    )
+    response["Content-Disposition"] = f'attachment; filename="case-history-{record.pk}.{fmt}"'
+    response["X-Export-Id"] = str(record.pk)
+    return response
+
+
+EXPORT_CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/jsonl; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def export_manifest(request: HttpRequest, export_id: int) -> HttpResponse:
+    if not can(request.user, "export_case_history"):
+        raise PermissionDenied
+    record = CaseExport.objects.filter(pk=export_id, manifest__isnull=False).first()
+    if record is None:
+        raise Http404
+    response = JsonResponse(record.manifest, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = (
+        f'attachment; filename="case-history-{record.pk}.manifest.json"'
+    )
+    return response

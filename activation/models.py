@@ -108,6 +108,8 @@ class ActivationCase(models.Model):
             ("request_override", _("Can request an override")),
             ("approve_override", _("Can approve or reject an override")),
             ("bulk_recover", _("Can resubmit cases in bulk after an outage")),
+            ("export_case_history", _("Can export case histories")),
+            ("view_pii", _("Can see customers' names and phone numbers in exports")),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -326,3 +328,25 @@ class CoreSubmissionSwitch(models.Model):
 
     def __str__(self) -> str:
         return "paused" if self.paused else "running"
+
+
+class CaseExport(models.Model):
+    """One export of case histories, and its manifest once the last byte is out."""
+
+    format = models.CharField(max_length=8)
+    filters = models.JSONField(default=dict)
+    pii = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    manifest = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("case export")
+        verbose_name_plural = _("case exports")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.format})"

@@ -18,16 +18,17 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "activation.approve_override",
         "activation.bulk_recover",
         "activation.operate_core_switch",
+        "activation.export_case_history",
     ],
-    # Auditors see everything and change nothing.
-    "auditor": VIEW_ALL,
+    # Auditors see everything and change nothing; exporting changes nothing either.
+    "auditor": [*VIEW_ALL, "activation.export_case_history"],
 }
 ROLES = tuple(ROLE_PERMISSIONS)
 
 
-def sync_roles(group_model, permission_model) -> None:
+def sync_roles(group_model, permission_model, role_permissions=None) -> None:
     """Make each role's group hold exactly its permissions (models may be historical)."""
-    for role, names in ROLE_PERMISSIONS.items():
+    for role, names in (role_permissions or ROLE_PERMISSIONS).items():
         group, _created = group_model.objects.get_or_create(name=role)
         permissions = []
         for name in names:

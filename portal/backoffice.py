@@ -40,9 +40,20 @@ class BackofficeSite(OTPAdminSite):
     def get_urls(self):
         from django.urls import path
 
-        from activation.admin_views import bulk_recovery, core_switch
+        from activation.admin_views import (
+            bulk_recovery,
+            case_exports,
+            core_switch,
+            export_manifest,
+        )
 
         return [
+            path("exports/", self.admin_view(case_exports), name="exports"),
+            path(
+                "exports/<int:export_id>/manifest.json",
+                self.admin_view(export_manifest),
+                name="export-manifest",
+            ),
             path("core-submissions/", self.admin_view(core_switch), name="core-switch"),
             path("bulk-recovery/", self.admin_view(bulk_recovery), name="bulk-recovery"),
             *super().get_urls(),

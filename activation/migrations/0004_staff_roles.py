@@ -1,20 +1,27 @@
-from django.apps import apps as global_apps
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
+from activation.migrations_helpers import roles_creator
 
-def create_roles(apps, schema_editor):
-    # Permissions are normally created after all migrations; the roles need them now.
-    for app_config in global_apps.get_app_configs():
-        models_module = app_config.models_module
-        app_config.models_module = models_module or True  # create_permissions skips None
-        try:
-            create_permissions(app_config, apps=apps, verbosity=0)
-        finally:
-            app_config.models_module = models_module
-    from activation.roles import sync_roles
-
-    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+VIEW_ALL = [
+    "activation.view_activationcase",
+    "activation.view_caseevent",
+    "activation.view_corerequest",
+    "activation.view_creditline",
+    "activation.view_overriderequest",
+    "activation.view_systemevent",
+]
+ROLES = {
+    "agent": [*VIEW_ALL, "activation.work_case", "activation.request_override"],
+    "supervisor": [
+        *VIEW_ALL,
+        "activation.work_case",
+        "activation.request_override",
+        "activation.approve_override",
+        "activation.bulk_recover",
+        "activation.operate_core_switch",
+    ],
+    "auditor": VIEW_ALL,
+}
 
 
 class Migration(migrations.Migration):
@@ -24,4 +31,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(create_roles, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(roles_creator(ROLES), migrations.RunPython.noop)]

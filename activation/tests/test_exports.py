@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import io
 import json
 
@@ -164,3 +165,69 @@ def test_the_nightly_check_records_its_result_and_a_failure_shows_on_the_queue(
     assert verify_audit_chains() == 1
     page = client.get("/backoffice/activation/activationcase/")
     assert "found 1 broken chain" in page.text
+
+
+EXPORTS = "/backoffice/exports/"
+
+
+@pytest.fixture
+def auditor_client(client, auditor):
+    from .test_backoffice import current_code, sign_in
+
+    sign_in(client, auditor, current_code(auditor))
+    return client
+
+
+def download(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_an_auditor_downloads_csv_and_the_manifest_beside_it(history, auditor_client):
+    response = auditor_client.post(EXPORTS, {"format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    content = download(response)
+    rows = list(csv.DictReader(io.StringIO(content.decode())))
+    assert len(rows) == 9
+    manifest = auditor_client.get(f"{EXPORTS}{response['X-Export-Id']}/manifest.json").json()
+    assert manifest["rows"] == 9
+    assert manifest["sha256"] == hashlib.sha256(content).hexdigest()
+    assert manifest["exported_by"] == "auditor-aud"
+    assert manifest["pii"] is False
+    assert rows[0]["customer_name"] == "W***"
+
+
+def test_the_xlsx_export_opens_in_openpyxl(history, auditor_client):
+    from openpyxl import load_workbook
+
+    response = auditor_client.post(EXPORTS, {"format": "xlsx", "states": ["pending_verification"]})
+    workbook = load_workbook(io.BytesIO(download(response)), read_only=True)
+    rows = list(workbook["events"].iter_rows(values_only=True))
+    assert rows[0] == COLUMNS
+    assert len(rows) == 1 + 9
+
+
+def test_xlsx_is_refused_above_its_row_limit(history, auditor_client, monkeypatch):
+    monkeypatch.setattr("activation.admin_views.XLSX_MAX_ROWS", 5)
+    response = auditor_client.post(EXPORTS, {"format": "xlsx"})
+    assert response.status_code == 200
+    assert "choose CSV or JSON Lines" in response.text
+    assert not SystemEvent.objects.filter(kind="export.created").exists()
+
+
+def test_agents_cannot_export(history, client, agent):
+    from .test_backoffice import current_code, sign_in
+
+    sign_in(client, agent, current_code(agent))
+    assert client.get(EXPORTS).status_code == 403
+    assert client.post(EXPORTS, {"format": "csv"}).status_code == 403
+    assert not SystemEvent.objects.filter(kind="export.created").exists()
+
+
+def test_view_pii_unmasks_names_and_phones(history, auditor_client, auditor):
+    from django.contrib.auth.models import Permission
+
+    auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    content = download(auditor_client.post(EXPORTS, {"format": "jsonl"}))
+    first = json.loads(content.decode().splitlines()[0])
+    assert first["customer_name"] == "Wei Zhang0"
