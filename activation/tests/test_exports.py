@@ -231,3 +231,21 @@ def test_view_pii_unmasks_names_and_phones(history, auditor_client, auditor):
     content = download(auditor_client.post(EXPORTS, {"format": "jsonl"}))
     first = json.loads(content.decode().splitlines()[0])
     assert first["customer_name"] == "Wei Zhang0"
+
+
+def test_the_download_streams_before_the_last_row_is_read(auditor_client):
+    from activation.models import CaseExport
+
+    case = open_failed_case()
+    for n in range(600):
+        append_case_event(case, kind="note.added", actor_type=ActorType.STAFF, data={"n": n})
+    response = auditor_client.post(EXPORTS, {"format": "csv"})
+    chunks = iter(response.streaming_content)
+    first = next(chunks)
+    assert first.startswith(b"case_id,seq,")
+    export = CaseExport.objects.get(pk=response["X-Export-Id"])
+    assert export.completed_at is None  # bytes are out while rows are still being read
+    rest = b"".join(chunks)
+    export.refresh_from_db()
+    assert export.manifest["rows"] == 601
+    assert export.manifest["sha256"] == hashlib.sha256(first + rest).hexdigest()
