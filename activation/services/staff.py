@@ -67,11 +67,12 @@ def assign_case(
     case_id: int,
     staff: User,
     assignee: User | None,
-    reason: str = "",
+    reason: str,
     context: RequestContext = SYSTEM_CONTEXT,
 ) -> ActivationCase:
     """Give the case to ``assignee`` (None: unassign)."""
     _require(staff, "work_case")
+    reason = _require_reason(reason)
     if assignee is not None and not can(assignee, "work_case"):
         raise NotPermitted(_("Cases can only be assigned to staff who work cases."))
     case = lock_case(case_id)

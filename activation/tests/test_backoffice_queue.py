@@ -54,7 +54,8 @@ def test_filters_narrow_the_queue(agent_client, agent):
     breached = in_review(sla_minutes_ago=5)
     mine = in_review(reason="sync_timeout")
     agent_client.post(
-        reverse("backoffice:activation_activationcase_act", args=[mine.pk, "assign_me"])
+        reverse("backoffice:activation_activationcase_act", args=[mine.pk, "assign_me"]),
+        {"reason": "I know this customer"},
     )
     assert row_ids(agent_client.get(QUEUE + "?sla=breached")) == [breached.pk]
     assert row_ids(agent_client.get(QUEUE + "?assignee=mine")) == [mine.pk]

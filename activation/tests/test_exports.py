@@ -249,3 +249,63 @@ def test_the_download_streams_before_the_last_row_is_read(auditor_client):
     export.refresh_from_db()
     assert export.manifest["rows"] == 601
     assert export.manifest["sha256"] == hashlib.sha256(first + rest).hexdigest()
+
+
+def _as_superuser_past_the_trigger(*statements: tuple[str, list]) -> None:
+    """Rewrite history as a database superuser would: with triggers switched off."""
+    from django.db import transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        for sql, params in statements:
+            cursor.execute(sql, params)
+
+
+def _edit(case):
+    event = CaseEvent.objects.get(case=case, seq=2)
+    return [
+        ("UPDATE activation_caseevent SET data = '{\"tampered\": 1}' WHERE id = %s", [event.pk])
+    ]
+
+
+def _delete(case):
+    event = CaseEvent.objects.get(case=case, seq=2)
+    return [("DELETE FROM activation_caseevent WHERE id = %s", [event.pk])]
+
+
+def _insert(case):
+    """Make room at seq 2 and put a forged event there."""
+    forged = (
+        "INSERT INTO activation_caseevent (case_id, seq, kind, actor_type, state_before,"
+        " state_after, data, device_id, user_agent, created_at, prev_hash, hash)"
+        " VALUES (%s, 2, 'note.added', 'staff', '', '', '{}', '', '', now(), %s, %s)"
+    )
+    first = CaseEvent.objects.get(case=case, seq=1).hash
+    shift = "UPDATE activation_caseevent SET seq = seq + %s WHERE case_id = %s AND seq >= %s"
+    return [
+        (shift, [100, case.pk, 2]),  # out of the way of the unique (case, seq) first
+        (shift, [-99, case.pk, 102]),
+        (forged, [case.pk, first, "f" * 64]),
+    ]
+
+
+def _reorder(case):
+    two = CaseEvent.objects.get(case=case, seq=2).pk
+    three = CaseEvent.objects.get(case=case, seq=3).pk
+    return [
+        ("UPDATE activation_caseevent SET seq = 99 WHERE id = %s", [two]),
+        ("UPDATE activation_caseevent SET seq = 2 WHERE id = %s", [three]),
+        ("UPDATE activation_caseevent SET seq = 3 WHERE id = %s", [two]),
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("tamper", [_edit, _delete, _insert, _reorder])
+def test_verify_audit_chain_catches_history_rewritten_past_the_trigger(history, tamper, capsys):
+    call_command("verify_audit_chain")
+    _as_superuser_past_the_trigger(*tamper(history[1]))
+    with pytest.raises(CommandError):
+        call_command("verify_audit_chain")
+    err = capsys.readouterr().err
+    assert f"case {history[1].pk}:" in err
+    assert f"case {history[0].pk}:" not in err

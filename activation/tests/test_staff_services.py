@@ -57,7 +57,7 @@ def events(case, kind=None):
 # Every write a role might try, and whether it may. Auditors and customers may do none.
 ACTIONS = {
     "assign to me": lambda who, case, other: actions.assign_case(
-        case_id=case.pk, staff=who, assignee=who
+        case_id=case.pk, staff=who, assignee=who, reason="taking it"
     ),
     "add a note": lambda who, case, other: actions.add_note(case_id=case.pk, staff=who, text="hi"),
     "resubmit": lambda who, case, other: actions.resubmit_case(
