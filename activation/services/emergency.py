@@ -8,6 +8,8 @@ from portal.errors import DomainError
 
 from ..audit import record_system_event
 from ..models import CoreRequest, CoreSubmissionSwitch
+from ..roles import can
+from .staff import NotPermitted
 
 
 class ReasonRequired(DomainError):
@@ -27,7 +29,12 @@ def core_submissions_paused() -> bool:
 def set_core_submissions_paused(
     *, paused: bool, actor: User | None, reason: str, ip: str | None = None
 ) -> CoreSubmissionSwitch:
-    """Pause or resume sending to the core; recorded on the audit trail with who and why."""
+    """Pause or resume sending to the core; recorded on the audit trail with who and why.
+
+    ``actor`` None is an operator at the command line; a person must hold the permission.
+    """
+    if actor is not None and not can(actor, "operate_core_switch"):
+        raise NotPermitted("You are not allowed to pause or resume core submissions.")
     reason = reason.strip()
     if not reason:
         raise ReasonRequired("Say why.")
