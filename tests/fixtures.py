@@ -1,7 +1,6 @@
 """Fixtures shared by every app's tests."""
 
 import re
-import shutil
 import socket
 import sys
 import threading
@@ -96,9 +95,8 @@ def auditor(db):
 
 
 class RunningSimulator:
-    def __init__(self, url: str, simulator=None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.simulator = simulator
 
     def configure(self, **knobs) -> None:
         httpx.post(f"{self.url}/_sim/config", json=knobs, timeout=5).raise_for_status()
@@ -110,7 +108,7 @@ class RunningSimulator:
 @pytest.fixture
 def core_simulator(settings) -> Iterator[RunningSimulator]:
     """The simulator on a free loopback port, in a thread of this process; settings point at it."""
-    server, simulator = make_server(
+    server, _simulator = make_server(
         host="127.0.0.1",
         port=0,
         token=settings.CORE_API_TOKEN,
@@ -123,7 +121,7 @@ def core_simulator(settings) -> Iterator[RunningSimulator]:
     url = f"http://127.0.0.1:{server.server_port}"
     settings.CORE_API_URL = url
     try:
-        yield RunningSimulator(url, simulator)
+        yield RunningSimulator(url)
     finally:
         server.shutdown()
         server.server_close()
@@ -147,7 +145,3 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = 
 
 def python() -> str:
     return sys.executable
-
-
-def has_program(name: str) -> bool:
-    return shutil.which(name) is not None

@@ -100,17 +100,28 @@ def channel_options(user: User, *, purpose: str = Purpose.ACTIVATION) -> list[Ch
     return options
 
 
+def _device_lookup(user: User, channel: str, purpose: str):
+    """``(model, lookup, name)`` of the user's code device for ``channel``, or None if unset."""
+    if channel == Channel.SMS and user.phone_number:
+        return (
+            SMSDevice,
+            {"user": user, "purpose": purpose, "phone_number": user.phone_number},
+            "SMS",
+        )
+    if channel == Channel.EMAIL and user.email:
+        return EmailDevice, {"user": user, "purpose": purpose, "email": user.email}, "E-mail"
+    return None
+
+
 def _code_device(user: User, channel: str, purpose: str) -> HashedCodeDevice:
     """The user's device for ``channel`` at their current destination, locked for this change."""
-    if channel == Channel.SMS and user.phone_number:
-        model, lookup, name = SMSDevice, {"phone_number": user.phone_number}, "SMS"
-    elif channel == Channel.EMAIL and user.email:
-        model, lookup, name = EmailDevice, {"email": user.email}, "E-mail"
-    else:
+    found = _device_lookup(user, channel, purpose)
+    if found is None:
         raise ChannelUnavailable(_("That way of receiving a code is not set up on your account."))
+    model, lookup, name = found
     # The row lock serialises code checks, so wrong guesses are all counted.
     device, _created = model.objects.select_for_update().get_or_create(
-        user=user, purpose=purpose, **lookup, defaults={"name": name, "confirmed": True}
+        **lookup, defaults={"name": name, "confirmed": True}
     )
     return device
 
@@ -194,13 +205,11 @@ def seconds_until_resend(*, user: User, channel: str, purpose: str = Purpose.ACT
 
 
 def _existing_code_device(user: User, channel: str, purpose: str) -> HashedCodeDevice | None:
-    if channel == Channel.SMS and user.phone_number:
-        model, lookup = SMSDevice, {"phone_number": user.phone_number}
-    elif channel == Channel.EMAIL and user.email:
-        model, lookup = EmailDevice, {"email": user.email}
-    else:
+    found = _device_lookup(user, channel, purpose)
+    if found is None:
         return None
-    return model.objects.filter(user=user, purpose=purpose, **lookup).first()
+    model, lookup, _name = found
+    return model.objects.filter(**lookup).first()
 
 
 def has_live_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -> bool:

@@ -32,10 +32,6 @@ class CircuitBreaker:
             return "closed"
         return "open" if time.time() < open_until else "half_open"
 
-    def seconds_until_trial(self) -> float:
-        open_until = cache.get(OPEN_UNTIL)
-        return max(open_until - time.time(), 0.0) if open_until is not None else 0.0
-
     def allow(self) -> bool:
         """Whether a call may go out now; in half-open state only one caller gets a yes."""
         state = self.state()
