@@ -12,6 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from portal.http import tls_context
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,7 +79,7 @@ class HttpGatewayBackend(BaseBackend):
             "Idempotency-Key": message_id,
         }
         problem = ""
-        with httpx.Client(timeout=timeout, headers=headers) as client:
+        with httpx.Client(timeout=timeout, headers=headers, verify=tls_context()) as client:
             for _attempt in range(settings.SMS_GATEWAY_RETRIES + 1):
                 try:
                     response = client.post(settings.SMS_GATEWAY_URL, json={"to": to, "body": body})

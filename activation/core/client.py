@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from portal.http import tls_context
+
 logger = logging.getLogger(__name__)
 
 
@@ -111,6 +113,7 @@ class CoreClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             transport=transport,
+            verify=tls_context(),
         )
 
     @classmethod

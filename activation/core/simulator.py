@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from portal.http import tls_context
+
 logger = logging.getLogger(__name__)
 
 # Outcomes a test can force, one per request, in order, through the ``script`` knob.
@@ -253,7 +255,9 @@ class CoreSimulator:
             "webhook-signature": self.webhook.sign(message_id, now, body),
         }
         try:
-            response = httpx.post(url, content=body, headers=headers, timeout=5)
+            response = httpx.post(
+                url, content=body, headers=headers, timeout=5, verify=tls_context()
+            )
             logger.info(
                 "callback %s for %s: HTTP %s",
                 event_type,
