@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.translation import get_language, gettext_lazy
@@ -94,8 +94,8 @@ def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
     )
 
 
-def _session_key(case: ActivationCase) -> str:
-    return f"verification_channel:{case.pk}"
+def _session_key(case_id: int) -> str:
+    return f"verification_channel:{case_id}"
 
 
 def _current_channel(request: HttpRequest, case: ActivationCase, options) -> str | None:
@@ -103,7 +103,7 @@ def _current_channel(request: HttpRequest, case: ActivationCase, options) -> str
     if case.state != CaseState.PENDING_VERIFICATION:
         return None
     available = {option.channel for option in options}
-    remembered = request.session.get(_session_key(case))
+    remembered = request.session.get(_session_key(case.pk))
     candidates = [remembered] if remembered in available else []
     candidates += [option.channel for option in options if option.sends_code]
     for channel in candidates:
@@ -141,33 +141,36 @@ def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpRespo
                 % {"channel": Channel(channel).label},
             )
         else:
-            request.session[_session_key(case)] = channel
+            request.session[_session_key(case.pk)] = channel
             if channel != Channel.TOTP:
                 messages.success(request, _("We sent you a code."))
     return redirect("activation:retry", case_id=case.pk)
 
 
-def _verify(request: HttpRequest, case: ActivationCase, channel: str, form: VerifyCodeForm):
+def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeForm):
+    """Check the code and queue the activation; None means: show the form with its error."""
     try:
         result = services.verify_and_submit(
-            case_id=case.pk,
+            case_id=case_id,
             customer=request.user,
             channel=channel,
             code=form.cleaned_data["code"],
             submission_id=form.cleaned_data["submission_id"],
             context=RequestContext.from_request(request),
         )
+    except services.CaseNotFound as error:
+        raise Http404 from error
     except TransitionNotAllowed:
-        return redirect("activation:detail", case_id=case.pk)
+        return redirect("activation:detail", case_id=case_id)
     if result == CheckResult.OK:
-        return redirect("activation:detail", case_id=case.pk)
+        return redirect("activation:detail", case_id=case_id)
     if result in (CheckResult.EXPIRED, CheckResult.BURNED):
         if result == CheckResult.BURNED:
             messages.error(
                 request,
                 _("That code no longer works after too many wrong tries. Ask for a new one."),
             )
-        return redirect("activation:retry", case_id=case.pk)
+        return redirect("activation:retry", case_id=case_id)
     form.add_error("code", CHECK_MESSAGES[result])
     return None
 
@@ -176,23 +179,29 @@ def _verify(request: HttpRequest, case: ActivationCase, channel: str, form: Veri
 @require_http_methods(["GET", "POST"])
 @limit_retry_posts
 def retry(request: HttpRequest, case_id: int) -> HttpResponse:
+    action = request.POST.get("action")
+    verify_form = VerifyCodeForm(request.POST) if action == "verify" else VerifyCodeForm()
+    # The hot path of a surge: the code goes straight to the service, which locks the case and
+    # checks its state; the page is built only to show an error.
+    remembered = request.session.get(_session_key(case_id))
+    if action == "verify" and remembered and verify_form.is_valid():
+        response = _verify(request, case_id, remembered, verify_form)
+        if response is not None:
+            return response
+
     case = selectors.case_for_customer(request.user, case_id)
     if case.state not in RETRYABLE_STATES:
         return redirect("activation:detail", case_id=case.pk)
-    action = request.POST.get("action")
-    verify_form = VerifyCodeForm()
-    if action == "verify":
-        verify_form = VerifyCodeForm(request.POST)
-        # The channel the code was asked for; worked out again only if the session forgot it.
-        channel = request.session.get(_session_key(case)) or _current_channel(
-            request, case, channel_options(request.user)
-        )
+    if action == "verify" and not remembered:
+        # The session forgot which channel the code was asked for: work it out again.
+        channel = _current_channel(request, case, channel_options(request.user))
         if channel is None:
             messages.error(request, CHECK_MESSAGES[CheckResult.NO_CODE])
         elif verify_form.is_valid():
-            response = _verify(request, case, channel, verify_form)
+            response = _verify(request, case_id, channel, verify_form)
             if response is not None:
                 return response
+            case.refresh_from_db()
 
     options = channel_options(request.user)
     choose_form = ChooseChannelForm(
@@ -205,7 +214,6 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
     elif action == "use_app":
         return _send(request, case, Channel.TOTP)
 
-    case.refresh_from_db()
     channel = None if request.GET.get("choose") else _current_channel(request, case, options)
     option = next((o for o in options if o.channel == channel), None)
     return render(

@@ -231,6 +231,31 @@ def test_another_customers_case_does_not_exist_for_me(signed_in, other_customer)
     assert not LocmemBackend.outbox
 
 
+def test_a_code_for_another_customers_case_is_not_found(signed_in, other_customer):
+    case = open_failed_case(other_customer)
+    session = signed_in.session
+    session[f"verification_channel:{case.pk}"] = "sms"  # the fast path trusts only the case id
+    session.save()
+    assert verify(signed_in, case, "123456").status_code == 404
+    case.refresh_from_db()
+    assert case.state == CaseState.FAILED
+    assert not CaseEvent.objects.filter(case=case, kind__startswith="verification.").exists()
+
+
+def test_a_code_for_a_case_staff_took_over_changes_nothing(signed_in, customer):
+    case = open_failed_case(customer)
+    send(signed_in, case)
+    code = last_sms_code()
+    case.state = CaseState.NEEDS_REVIEW
+    case.save(update_fields=["state"])
+    response = verify(signed_in, case, code)
+    assert response.status_code == 302
+    assert response["Location"] == f"/activation/{case.pk}/"
+    case.refresh_from_db()
+    assert case.state == CaseState.NEEDS_REVIEW
+    assert not CoreRequest.objects.filter(case=case).exists()
+
+
 def test_pages_need_sign_in(client, customer):
     case = open_failed_case(customer)
     for url in ("/activation/", f"/activation/{case.pk}/", retry_url(case), "/accounts/profile/"):
