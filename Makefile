@@ -44,5 +44,5 @@ clean:
 
 # Benchmarks (not CI): needs PostgreSQL and Redis on their local ports. Results in docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python -m bench.surge --users $${BENCH_USERS:-200} --rounds $${BENCH_ROUNDS:-2}
+	$(BIN)/python -m bench.surge --users $${BENCH_USERS:-200}
 	$(BIN)/python -m bench.export --events $${BENCH_EVENTS:-1000000}

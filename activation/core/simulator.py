@@ -90,6 +90,7 @@ class CoreSimulator:
         self.requests_by_key: dict[str, int] = {}
         self.in_flight = 0
         self.callbacks_sent = 0
+        self.turned_away = 0  # answered 429 because more than ``capacity`` were in flight
 
     def reset(self) -> None:
         with self.lock:
@@ -97,7 +98,7 @@ class CoreSimulator:
             self.keys.clear()
             self.activations.clear()
             self.requests_by_key.clear()
-            self.requests = self.callbacks_sent = 0
+            self.requests = self.callbacks_sent = self.turned_away = 0
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -107,6 +108,7 @@ class CoreSimulator:
                 "requests": self.requests,
                 "requests_by_key": dict(self.requests_by_key),
                 "callbacks_sent": self.callbacks_sent,
+                "turned_away": self.turned_away,
                 "config": asdict(self.config),
             }
 
@@ -334,6 +336,7 @@ def _handler_for(simulator: CoreSimulator) -> type[BaseHTTPRequestHandler]:
             with simulator.lock:
                 simulator.in_flight += 1
                 overloaded = capacity and simulator.in_flight > capacity
+                simulator.turned_away += bool(overloaded)
             try:
                 time.sleep(simulator.config.latency_ms / 1000)
                 if overloaded:

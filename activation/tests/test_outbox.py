@@ -1,5 +1,8 @@
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import httpx
 import pytest
 import time_machine
 from django.conf import settings
@@ -153,3 +156,27 @@ def test_the_sweeper_delivers_due_and_abandoned_rows_only(submission):
         assert sweep_core_outbox() == 1
     request.refresh_from_db()
     assert (request.status, request.attempts) == (CoreRequest.Status.PENDING, 3)
+
+
+def test_the_simulator_turns_away_what_exceeds_its_capacity(core_simulator, settings):
+    core_simulator.configure(capacity=1, latency_ms=300, retry_after_seconds=7)
+
+    def activate(n: int) -> httpx.Response:
+        return httpx.post(
+            f"{core_simulator.url}/v1/activations",
+            json={"credit_line_ref": f"CL-CAP-{n}", "customer_ref": f"C-{n}"},
+            headers={
+                "Authorization": f"Bearer {settings.CORE_API_TOKEN}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            },
+            timeout=5,
+        )
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(activate, range(3)))
+    busy = [answer for answer in answers if answer.status_code == 429]
+    assert busy and len(busy) < 3
+    assert all(answer.headers["Retry-After"] == "7" for answer in busy)
+    stats = core_simulator.stats()
+    assert stats["turned_away"] == len(busy)
+    assert stats["requests"] == 3 - len(busy)
