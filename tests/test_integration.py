@@ -1,8 +1,11 @@
 """A real Celery worker process on Redis and PostgreSQL carries a retry to a real simulator."""
 
+from datetime import datetime
+
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
 from activation import services
 from activation.models import CaseEvent, CaseState, CoreRequest
@@ -12,7 +15,7 @@ from portal.celery import app as celery_app
 
 from .factories import CustomerFactory, open_failed_case
 from .fixtures import last_sms_code, wait_until
-from .processes import Process, portal_env, start_simulator, start_worker
+from .processes import Process, database_url, portal_env, start_simulator, start_worker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -120,3 +123,40 @@ def test_a_lost_broker_message_is_delivered_by_the_sweeper(workers, simulator, b
     request.refresh_from_db()
     assert (request.status, request.attempts) == (CoreRequest.Status.SUCCEEDED, 1)
     assert simulator.stats()["activations"] == {case.credit_line.reference: 1}
+
+
+def test_a_worker_keeps_its_database_connections_from_task_to_task(tmp_path, broker):
+    """A new PostgreSQL backend per task cost a third of a worker's CPU under a surge."""
+    name = "worker-connection-reuse"
+    worker = start_worker(
+        tmp_path,
+        "worker",
+        portal_env(DATABASE_URL=f"{database_url()}?application_name={name}"),
+    )
+
+    def backends() -> list[tuple[int, datetime]]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = %s",
+                [name],
+            )
+            return cursor.fetchall()
+
+    def sweeps_done(count: int) -> bool:
+        return worker.output().count("sweep_core_outbox") >= 2 * count  # received, succeeded
+
+    try:
+        for _ in range(3):
+            sweep_core_outbox.delay()
+        wait_until(lambda: sweeps_done(3), timeout=30, what="three sweeps")
+        first = backends()
+        for _ in range(6):
+            sweep_core_outbox.delay()
+        wait_until(lambda: sweeps_done(9), timeout=30, what="nine sweeps")
+        after = backends()
+    finally:
+        worker.stop()
+    # The worker's two processes each opened a connection once and still hold it.
+    assert 1 <= len(first) <= 2
+    assert set(first) <= set(after)
+    assert len(after) <= 2
