@@ -327,10 +327,29 @@ async def surge(
     paced_figures["think_seconds"] = list(think)
     paced_figures["seconds_until_settled"] = await asyncio.to_thread(wait_until_settled)
 
+    signed_in = await signed_in_baseline(burst, per_customer=10, meter=meter)
     for customer in customers:
         await customer.session.close()
     await connector.close()
-    return {"burst": burst_figures, "paced": paced_figures}
+    return {"burst": burst_figures, "paced": paced_figures, "signed_in_nothing": signed_in}
+
+
+async def signed_in_baseline(customers: list[Customer], *, per_customer: int, meter: CpuMeter):
+    """A second baseline: signed-in customers POST to a view that does nothing at all."""
+    results: list[tuple[float, int]] = []
+
+    async def one_customer(customer: Customer) -> None:
+        data = {"csrfmiddlewaretoken": csrf(customer.session)}
+        for _request in range(per_customer):
+            began = time.perf_counter()
+            status = await post(customer.session, "/_bench/signed-in-nothing", data)
+            results.append((time.perf_counter() - began, status))
+
+    meter.start()
+    began = time.perf_counter()
+    await asyncio.gather(*map(one_customer, customers))
+    elapsed = time.perf_counter() - began
+    return figures(results, elapsed) | {"cpu_ms_per_request": meter.per_request(len(results))}
 
 
 def wait_until_settled(timeout: float = 600) -> float:
@@ -477,6 +496,9 @@ def main() -> None:
         **submits,
         "throughput_ratio_burst_to_bare": round(
             submits["burst"]["throughput_per_s"] / bare["throughput_per_s"], 3
+        ),
+        "throughput_ratio_signed_in_nothing_to_bare": round(
+            submits["signed_in_nothing"]["throughput_per_s"] / bare["throughput_per_s"], 3
         ),
         "final_states": states,
         "duplicate_activations": sum(1 for n in core["activations"].values() if n > 1),
