@@ -1,5 +1,6 @@
 """A real Celery worker process on Redis and PostgreSQL carries a retry to a real simulator."""
 
+import re
 from datetime import datetime
 
 import pytest
@@ -125,38 +126,64 @@ def test_a_lost_broker_message_is_delivered_by_the_sweeper(workers, simulator, b
     assert simulator.stats()["activations"] == {case.credit_line.reference: 1}
 
 
-def test_a_worker_keeps_its_database_connections_from_task_to_task(tmp_path, broker):
-    """A new PostgreSQL backend per task cost a third of a worker's CPU under a surge."""
-    name = "worker-connection-reuse"
-    worker = start_worker(
-        tmp_path,
-        "worker",
-        portal_env(DATABASE_URL=f"{database_url()}?application_name={name}"),
-    )
+WORKER_APPLICATION_NAME = "celery-worker-under-test"
 
-    def backends() -> list[tuple[int, datetime]]:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = %s",
-                [name],
-            )
-            return cursor.fetchall()
 
-    def sweeps_done(count: int) -> bool:
-        return worker.output().count("sweep_core_outbox") >= 2 * count  # received, succeeded
+@pytest.fixture
+def named_worker(tmp_path, broker):
+    """A worker whose database connections carry a name we can find in pg_stat_activity."""
+    url = f"{database_url()}?application_name={WORKER_APPLICATION_NAME}"
+    worker = start_worker(tmp_path, "worker", portal_env(DATABASE_URL=url))
+    yield worker
+    worker.stop()
 
-    try:
-        for _ in range(3):
-            sweep_core_outbox.delay()
-        wait_until(lambda: sweeps_done(3), timeout=30, what="three sweeps")
-        first = backends()
-        for _ in range(6):
-            sweep_core_outbox.delay()
-        wait_until(lambda: sweeps_done(9), timeout=30, what="nine sweeps")
-        after = backends()
-    finally:
-        worker.stop()
+
+def worker_backends() -> list[tuple[int, datetime]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = %s",
+            [WORKER_APPLICATION_NAME],
+        )
+        return cursor.fetchall()
+
+
+def finished_sweeps(worker: Process) -> list[str]:
+    return re.findall(r"sweep_core_outbox\[[^\]]+\] (succeeded|raised)", worker.output())
+
+
+def sweep(worker: Process, times: int) -> None:
+    """Run the sweeper ``times`` more times on the worker and wait until each has succeeded."""
+    before = len(finished_sweeps(worker))
+    for _ in range(times):
+        sweep_core_outbox.delay()
+
+    def all_succeeded() -> bool:
+        ends = finished_sweeps(worker)
+        assert "raised" not in ends, worker.output()
+        return len(ends) >= before + times
+
+    wait_until(all_succeeded, timeout=30, what=f"{times} sweeps")
+
+
+def test_a_worker_keeps_its_database_connections_from_task_to_task(named_worker):
+    """A new PostgreSQL backend per task cost a fifth of a worker's CPU under a surge."""
+    sweep(named_worker, 3)
+    first = worker_backends()
+    sweep(named_worker, 6)
+    after = worker_backends()
     # The worker's two processes each opened a connection once and still hold it.
     assert 1 <= len(first) <= 2
     assert set(first) <= set(after)
     assert len(after) <= 2
+
+
+def test_a_worker_whose_connections_died_reconnects_without_failing_a_task(named_worker):
+    sweep(named_worker, 2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [WORKER_APPLICATION_NAME],
+        )
+    wait_until(lambda: not worker_backends(), timeout=10, what="the connections to end")
+    sweep(named_worker, 4)  # would fail the first task of each process without health checks
+    assert worker_backends()
