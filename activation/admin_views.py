@@ -14,10 +14,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from portal.backoffice import backoffice
+from portal.breaker import core_breaker, sms_gateway_breaker
 from portal.errors import DomainError
 
 from . import selectors
-from .core.breaker import CircuitBreaker
 from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
 from .models import (
     CaseExport,
@@ -172,6 +172,13 @@ class SwitchForm(forms.Form):
     )
 
 
+BREAKER_STATES = {
+    "closed": gettext_lazy("closed (calls go through)"),
+    "open": gettext_lazy("open (no calls for now)"),
+    "half_open": gettext_lazy("half-open (one trial call)"),
+}
+
+
 def core_switch(request: HttpRequest) -> HttpResponse:
     if not can(request.user, "operate_core_switch"):
         raise PermissionDenied
@@ -197,7 +204,8 @@ def core_switch(request: HttpRequest) -> HttpResponse:
         "paused": paused,
         "form": form,
         "queued": CoreRequest.objects.filter(status=CoreRequest.Status.PENDING).count(),
-        "breaker": CircuitBreaker.from_settings().state(),
+        "breaker": BREAKER_STATES[core_breaker().state()],
+        "sms_breaker": BREAKER_STATES[sms_gateway_breaker().state()],
     }
     return TemplateResponse(request, "backoffice/core_switch.html", context)
 

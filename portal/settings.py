@@ -281,6 +281,9 @@ SMS_GATEWAY_TOKEN = env.str("SMS_GATEWAY_TOKEN", default="")
 SMS_GATEWAY_CONNECT_TIMEOUT_SECONDS = env.float("SMS_GATEWAY_CONNECT_TIMEOUT_SECONDS", default=2.0)
 SMS_GATEWAY_READ_TIMEOUT_SECONDS = env.float("SMS_GATEWAY_READ_TIMEOUT_SECONDS", default=5.0)
 SMS_GATEWAY_RETRIES = env.int("SMS_GATEWAY_RETRIES", default=2)
+# After this many consecutive sends the gateway failed, codes by SMS fail at once for a while.
+SMS_GATEWAY_BREAKER_FAILURE_THRESHOLD = env.int("SMS_GATEWAY_BREAKER_FAILURE_THRESHOLD", default=5)
+SMS_GATEWAY_BREAKER_RESET_SECONDS = env.float("SMS_GATEWAY_BREAKER_RESET_SECONDS", default=30.0)
 
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Activation Rescue <no-reply@localhost>")

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from portal.breaker import sms_gateway_breaker
 from portal.http import tls_context
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 class SmsDeliveryError(Exception):
     """The message could not be handed to the gateway."""
+
+
+class GatewayUnhealthy(SmsDeliveryError):
+    """The gateway could not be reached, timed out or failed on its side, every time we asked."""
 
 
 class BaseBackend:
@@ -66,9 +71,27 @@ def send_sms(*, to: str, body: str) -> None:
 
 
 class HttpGatewayBackend(BaseBackend):
-    """POST each message as JSON to ``SMS_GATEWAY_URL``; retry timeouts and 5xx, not 4xx."""
+    """POST each message as JSON to ``SMS_GATEWAY_URL``; retry timeouts and 5xx, not 4xx.
+
+    A gateway that keeps failing trips a circuit breaker shared by every process: until it
+    recovers, sends fail at once instead of each holding a request for the whole timeout.
+    """
 
     def send(self, *, to: str, body: str) -> None:
+        breaker = sms_gateway_breaker()
+        if not breaker.allow():
+            raise SmsDeliveryError("the SMS gateway keeps failing; not tried (circuit open)")
+        try:
+            self._send(to=to, body=body)
+        except GatewayUnhealthy as error:
+            breaker.record_failure()
+            raise SmsDeliveryError(str(error)) from error
+        except SmsDeliveryError:
+            breaker.record_success()  # the gateway answered; it refused this one message
+            raise
+        breaker.record_success()
+
+    def _send(self, *, to: str, body: str) -> None:
         message_id = str(uuid.uuid4())  # lets a gateway drop the duplicate of a retried send
         timeout = httpx.Timeout(
             settings.SMS_GATEWAY_READ_TIMEOUT_SECONDS,
@@ -90,5 +113,6 @@ class HttpGatewayBackend(BaseBackend):
                     return
                 problem = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code < 500 and response.status_code != 429:
-                    break  # the gateway refuses this message; asking again will not help
-        raise SmsDeliveryError(problem)
+                    # The gateway refuses this message; asking again will not help.
+                    raise SmsDeliveryError(problem)
+        raise GatewayUnhealthy(problem)

@@ -9,7 +9,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..core.breaker import CircuitBreaker
+from portal.breaker import core_breaker
+
 from ..core.client import ActivationResult, CoreClient, Outcome
 from ..models import ActorType, CoreRequest, CreditLine, FailureReason
 from ..timeline import append_case_event
@@ -69,7 +70,7 @@ def deliver_core_request(*, request_id: int, client: CoreClient | None = None) -
     """
     if core_submissions_paused():
         return False
-    breaker = CircuitBreaker.from_settings()
+    breaker = core_breaker()
     if not breaker.allow():
         return False
     request = _claim_core_request(request_id)

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from activation import services
 from activation.audit import find_system_chain_break
-from activation.core.breaker import CircuitBreaker
 from activation.models import CoreRequest, SystemEvent
 from activation.services.emergency import ReasonRequired, set_core_submissions_paused
 from activation.tasks import sweep_core_outbox
+from portal.breaker import core_breaker, sms_gateway_breaker
 from tests.factories import CustomerFactory
 
 from .helpers import submitted_case
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def breaker(settings):
     settings.CORE_BREAKER_FAILURE_THRESHOLD = 3
     settings.CORE_BREAKER_RESET_SECONDS = 30
-    return CircuitBreaker.from_settings()
+    return core_breaker()
 
 
 class TestCircuitBreaker:
@@ -163,3 +163,14 @@ def test_only_staff_with_the_permission_operate_the_switch(client, agent, superv
     response = client.post("/backoffice/core-submissions/", {"reason": "core outage"}, follow=True)
     assert "Core submissions are PAUSED." in response.text
     assert SystemEvent.objects.get().actor == supervisor
+
+
+def test_the_switch_page_shows_both_breakers(client, supervisor, settings):
+    from .test_backoffice import current_code, sign_in
+
+    settings.SMS_GATEWAY_BREAKER_FAILURE_THRESHOLD = 1
+    sms_gateway_breaker().record_failure()
+    sign_in(client, supervisor, current_code(supervisor))
+    page = client.get("/backoffice/core-submissions/")
+    assert "Circuit breaker to the core: closed (calls go through)." in page.text
+    assert "Circuit breaker to the SMS gateway: open (no calls for now)." in page.text

@@ -1,8 +1,11 @@
 import json
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import time_machine
+from django.utils import timezone
 
 from verification.sms import FileBackend, HttpGatewayBackend, SmsDeliveryError
 
@@ -88,6 +91,34 @@ def test_giving_up_after_the_last_retry(gateway):
     with pytest.raises(SmsDeliveryError, match="HTTP 503"):
         HttpGatewayBackend().send(to="+8613812345678", body="hello")
     assert len(fake.received) == 3
+
+
+def test_a_failing_gateway_is_left_alone_until_it_may_have_recovered(gateway, settings):
+    settings.SMS_GATEWAY_BREAKER_FAILURE_THRESHOLD = 2
+    settings.SMS_GATEWAY_BREAKER_RESET_SECONDS = 30
+    fake = gateway([503] * 6)  # two sends of three tries each
+    for _send in range(2):
+        with pytest.raises(SmsDeliveryError, match="HTTP 503"):
+            HttpGatewayBackend().send(to="+8613812345678", body="hello")
+    assert len(fake.received) == 6
+
+    with pytest.raises(SmsDeliveryError, match="circuit open"):
+        HttpGatewayBackend().send(to="+8613812345678", body="hello")
+    assert len(fake.received) == 6  # the gateway was not asked
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=31), tick=False):
+        HttpGatewayBackend().send(to="+8613812345678", body="the trial")
+        HttpGatewayBackend().send(to="+8613812345678", body="closed again")
+    assert [r["body"]["body"] for r in fake.received[6:]] == ["the trial", "closed again"]
+
+
+def test_a_gateway_that_refuses_one_message_is_not_failing(gateway, settings):
+    settings.SMS_GATEWAY_BREAKER_FAILURE_THRESHOLD = 1
+    fake = gateway([400, 200])
+    with pytest.raises(SmsDeliveryError, match="HTTP 400"):
+        HttpGatewayBackend().send(to="+8613812345678", body="refused")
+    HttpGatewayBackend().send(to="+8613812345678", body="sent")
+    assert len(fake.received) == 2
 
 
 def test_the_file_backend_writes_one_json_line_per_message(settings, tmp_path):

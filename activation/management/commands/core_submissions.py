@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from activation.core.breaker import CircuitBreaker
 from activation.models import CoreRequest, CoreSubmissionSwitch
 from activation.services.emergency import ReasonRequired, set_core_submissions_paused
+from portal.breaker import core_breaker
 
 
 class Command(BaseCommand):
@@ -29,4 +29,4 @@ class Command(BaseCommand):
                 f"last change: {switch.changed_at:%Y-%m-%d %H:%M:%S} by {who}: {switch.reason}"
             )
         self.stdout.write(f"queued: {queued}, in flight: {in_flight}")
-        self.stdout.write(f"circuit breaker: {CircuitBreaker.from_settings().state()}")
+        self.stdout.write(f"circuit breaker: {core_breaker().state()}")
