@@ -36,7 +36,6 @@ PG = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/15"
 WEB_PORT, CORE_PORT = 8765, 8766
 PASSWORD = "bench-password-123"  # noqa: S105
-ROLES = ("core simulator", "web", "workers", "workers", "beat")  # in the order they start
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -46,11 +45,11 @@ def cpu_seconds(roles: dict[int, str]) -> collections.Counter:
     """CPU seconds used so far, by role: our process groups, PostgreSQL, Redis, this client."""
     totals: collections.Counter = collections.Counter()
     for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:  # the process ended meanwhile
+        if not entry.name.isdigit():
             continue
-        if not stat:
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
@@ -143,8 +142,11 @@ for user in users:
     )
 
 
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+def start(
+    role: str, args: list[str], env: dict[str, str], log: Path
+) -> tuple[str, subprocess.Popen]:
+    """Start one process in its own process group; ``role`` names it in the CPU figures."""
+    process = subprocess.Popen(
         args,
         cwd=ROOT,
         env=env,
@@ -152,6 +154,7 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    return role, process
 
 
 def wait_for(url: str, timeout: float = 60) -> None:
@@ -177,8 +180,7 @@ def new_session(connector: aiohttp.TCPConnector, base: str) -> aiohttp.ClientSes
 
 
 def csrf(session: aiohttp.ClientSession) -> str:
-    cookie = session.cookie_jar.filter_cookies(session._base_url).get("csrftoken")
-    return cookie.value if cookie else ""
+    return next((cookie.value for cookie in session.cookie_jar if cookie.key == "csrftoken"), "")
 
 
 async def post(session: aiohttp.ClientSession, url: str, data: dict | None = None) -> int:
@@ -393,6 +395,7 @@ def main() -> None:
     python = sys.executable
     processes = [
         start(
+            "core simulator",
             [
                 python,
                 "manage.py",
@@ -408,6 +411,7 @@ def main() -> None:
             workdir / "core.log",
         ),
         start(
+            "web",
             [
                 python,
                 "-m",
@@ -426,6 +430,7 @@ def main() -> None:
         ),
         *(
             start(
+                "workers",
                 [
                     python,
                     "-m",
@@ -445,6 +450,7 @@ def main() -> None:
             for n in (1, 2)
         ),
         start(
+            "beat",
             [
                 python,
                 "-m",
@@ -463,9 +469,8 @@ def main() -> None:
     try:
         wait_for(base + "/healthz")
         wait_for(f"http://127.0.0.1:{CORE_PORT}/_sim/stats")
-        meter = CpuMeter(
-            dict(zip((p.pid for p in processes), ROLES, strict=True)),
-        )
+        # Each process leads its own group, so its group id is its pid.
+        meter = CpuMeter({process.pid: role for role, process in processes})
         bare = asyncio.run(bare_view(base, options.users, 10, meter))
         print("bare INSERT view:", bare, flush=True)
         submits = asyncio.run(
@@ -480,9 +485,9 @@ def main() -> None:
             )
         core = httpx.get(f"http://127.0.0.1:{CORE_PORT}/_sim/stats", timeout=10).json()
     finally:
-        for process in processes:
+        for _role, process in processes:
             os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
+        for _role, process in processes:
             process.wait(timeout=30)
 
     web_5xx = sum(

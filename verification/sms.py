@@ -83,9 +83,9 @@ class HttpGatewayBackend(BaseBackend):
             raise SmsDeliveryError("the SMS gateway keeps failing; not tried (circuit open)")
         try:
             self._send(to=to, body=body)
-        except GatewayUnhealthy as error:
+        except GatewayUnhealthy:
             breaker.record_failure()
-            raise SmsDeliveryError(str(error)) from error
+            raise
         except SmsDeliveryError:
             breaker.record_success()  # the gateway answered; it refused this one message
             raise
