@@ -37,8 +37,10 @@ if not _redis_url and _answers("127.0.0.1", 6379):
     _redis_url = "redis://127.0.0.1:6379/0"
 if _redis_url:
     # Each xdist worker gets its own Redis database, so parallel tests never share a queue.
+    # TEST_REDIS_DB_OFFSET moves a whole run to other databases, so two runs can share a Redis.
     _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    _redis_url = _redis_url.rsplit("/", 1)[0] + f"/{int(_worker) % 14 + 1}"
+    _offset = _env.int("TEST_REDIS_DB_OFFSET", default=1)
+    _redis_url = _redis_url.rsplit("/", 1)[0] + f"/{(int(_worker) + _offset - 1) % 15 + 1}"
 TEST_REDIS_URL = _redis_url
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_url}
