@@ -1,11 +1,11 @@
 from decimal import Decimal
 
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
+from accounts.services import create_staff_user
 from activation import services
 from activation.models import ActorType, CaseState, CreditLine, FailureReason
 from activation.transitions import transition
@@ -50,14 +50,12 @@ class Command(BaseCommand):
             self._tell_story(line, story)
 
         for username, first_name, role in STAFF:
-            group = Group.objects.get(name=role)  # created with its permissions by a migration
             if User.objects.filter(username=username).exists():
                 continue
-            staff = User.objects.create_user(
-                username=username, password=STAFF_PASSWORD, first_name=first_name, is_staff=True
+            # The same path as a real staff member's, audit event included.
+            create_staff_user(
+                username=username, role=role, password=STAFF_PASSWORD, first_name=first_name
             )
-            staff.groups.add(group)
-            TOTPDevice.objects.create(user=staff, name="Authenticator", confirmed=True)
 
         self._print_logins()
 
