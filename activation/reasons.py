@@ -1,11 +1,40 @@
 """What each failure means to a customer, what to do now, and whether waiting helps."""
 
+import math
 from dataclasses import dataclass
 
-from django.utils.functional import Promise
+from django.conf import settings
+from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from .models import FailureReason
+
+
+def _code_minutes() -> int:
+    return max(math.ceil(settings.VERIFICATION_CODE_TTL_SECONDS / 60), 1)
+
+
+def _expired_what_happened() -> str:
+    minutes = _code_minutes()
+    return ngettext(
+        "Codes are valid for %(minutes)d minute, and the last one ran out before it was entered.",
+        "Codes are valid for %(minutes)d minutes, and the last one ran out before it was entered.",
+        minutes,
+    ) % {"minutes": minutes}
+
+
+def _expired_what_to_do() -> str:
+    minutes = _code_minutes()
+    return ngettext(
+        "Ask for a new code and enter it within %(minutes)d minute.",
+        "Ask for a new code and enter it within %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
+
+
+# Evaluated when shown, in the reader's language and with the code lifetime then configured.
+_lazy_text = lazy(lambda make: make(), str)
 
 
 @dataclass(frozen=True)
@@ -23,8 +52,8 @@ EXPLANATIONS: dict[str, Explanation] = {
         Explanation(
             FailureReason.CODE_EXPIRED,
             _("Your code expired"),
-            _("Codes are valid for 5 minutes, and the last one ran out before it was entered."),
-            _("Ask for a new code and enter it within 5 minutes."),
+            _lazy_text(_expired_what_happened),
+            _lazy_text(_expired_what_to_do),
             False,
         ),
         Explanation(
