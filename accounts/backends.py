@@ -1,5 +1,7 @@
 """Sign in with a phone number or a username."""
 
+import unicodedata
+
 import phonenumbers
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
@@ -18,6 +20,40 @@ def parse_phone_number(value: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def account_lookup(typed: str) -> dict[str, str]:
+    """The query that finds the account ``typed`` names: by phone number if it is one."""
+    phone = parse_phone_number(typed)
+    return {"phone_number": phone} if phone else {"username": typed}
+
+
+def sign_in_identity(request: HttpRequest | None, credentials: dict | None = None) -> str | None:
+    """Name the account a sign-in attempt is for, however it was typed (django-axes' username).
+
+    Lock-outs count per account, not per spelling: every spelling of a phone number and the
+    username of its account give the account's username. Text that names no account gives its
+    E.164 form if it is a phone number, else itself; case is kept, as the username lookup is
+    case-sensitive.
+    """
+    typed = (credentials or {}).get("username")
+    if typed is None and request is not None:
+        typed = request.POST.get("username")
+    if typed is None:
+        return None
+    # As the sign-in form's UsernameField does before the backend sees the text.
+    typed = unicodedata.normalize("NFKC", typed).strip()
+    # django-axes asks several times per attempt; one lookup per request and spelling is enough.
+    cache = getattr(request, "_sign_in_identities", None)
+    if cache is None:
+        cache = {}
+        if request is not None:
+            request._sign_in_identities = cache
+    if typed not in cache:
+        lookup = account_lookup(typed)
+        username = User._default_manager.filter(**lookup).values_list("username", flat=True)
+        cache[typed] = username.first() or lookup.get("phone_number") or typed
+    return cache[typed]
+
+
 class PhoneOrUsernameBackend(ModelBackend):
     """Like Django's backend, but a valid phone number finds the account it belongs to.
 
@@ -34,10 +70,8 @@ class PhoneOrUsernameBackend(ModelBackend):
     ) -> User | None:
         if username is None or password is None:
             return None
-        phone = parse_phone_number(username)
-        lookup = {"phone_number": phone} if phone else {"username": username}
         try:
-            user = User._default_manager.get(**lookup)
+            user = User._default_manager.get(**account_lookup(username))
         except User.DoesNotExist:
             User().set_password(password)
             return None

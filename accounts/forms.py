@@ -1,8 +1,19 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
+from django.core.validators import MaxLengthValidator
 from django.utils.translation import gettext_lazy as _
 
 from verification.forms import code_field
+
+
+def limit_username_length(form: AuthenticationForm) -> None:
+    """Refuse a username longer than any account's as a form error, before anything is recorded.
+
+    AuthenticationForm sets the field's max_length after the field was built, which only sizes
+    the input box: without a validator, 256 characters reach django-axes' 255-character column.
+    """
+    field = form.fields["username"]
+    field.validators.append(MaxLengthValidator(field.max_length))
 
 
 class SignInForm(AuthenticationForm):
@@ -18,6 +29,7 @@ class SignInForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        limit_username_length(self)
         self.fields["username"].label = _("Phone number or username")
         self.fields["username"].widget.attrs.update({"autocomplete": "username"})
         self.fields["password"].label = _("Password")

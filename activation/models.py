@@ -305,6 +305,8 @@ class SystemEvent(ChainedEvent):
         verbose_name = _("system event")
         verbose_name_plural = _("system events")
         ordering = ["seq"]
+        # Sign-in lock-outs are lifted on the system trail's record; the permission lives here.
+        permissions = [("lift_sign_in_lockout", _("Can see and lift sign-in lock-outs"))]
         triggers = [APPEND_ONLY]
 
     def __str__(self) -> str:
@@ -350,3 +352,53 @@ class CaseExport(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.pk} ({self.format})"
+
+
+class BulkRecoveryJob(models.Model):
+    """One bulk recovery after an outage: who asked, for which window, and how far it has got."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Waiting for a worker")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Stopped by an error")
+
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    since = models.DateTimeField(_("failed since"))
+    until = models.DateTimeField(_("failed before"))
+    reason = models.CharField(_("reason"), max_length=500)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Cases in the window when the job started; each is then resubmitted or skipped (handled
+    # by staff in the meantime), so processed == total once it is done.
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    resubmitted = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    # The highest case id handled: a job picked up again after a lost worker goes on from here.
+    last_case_id = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = _("bulk recovery job")
+        verbose_name_plural = _("bulk recovery jobs")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"bulk recovery {self.pk} ({self.status})"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def percent_done(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return int(100 * self.processed / self.total) if self.total else 0

@@ -19,6 +19,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "activation.bulk_recover",
         "activation.operate_core_switch",
         "activation.export_case_history",
+        "activation.lift_sign_in_lockout",
     ],
     # Auditors see everything and change nothing; exporting changes nothing either.
     "auditor": [*VIEW_ALL, "activation.export_case_history"],

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import User
+from portal.middleware import client_ip
 
 from .chain import (
     GENESIS_HASH,
@@ -30,7 +31,7 @@ class RequestContext:
     @classmethod
     def from_request(cls, request: HttpRequest) -> "RequestContext":
         return cls(
-            ip_address=request.META.get("REMOTE_ADDR") or None,
+            ip_address=client_ip(request),
             device_id=getattr(request, "device_id", "")[:64],
             user_agent=request.headers.get("User-Agent", "")[:512],
         )

@@ -3,7 +3,16 @@
 import secrets
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from ipware import get_client_ip
 
 DEVICE_COOKIE = "device_id"
 DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
@@ -32,3 +41,146 @@ class DeviceIdMiddleware:
                 secure=request.is_secure(),
             )
         return response
+
+
+def resolve_client_ip(request: HttpRequest) -> str | None:
+    """Return the client's address, looking past ``TRUSTED_PROXY_COUNT`` proxies of our own.
+
+    The nearest proxy is ``REMOTE_ADDR``; each proxy behind it appended the address it saw to
+    ``X-Forwarded-For``, so the client is that many entries from the right. Whatever stands
+    further left was written by the client and is never believed. With no trusted proxy the
+    header is ignored altogether, since then the client wrote all of it.
+    """
+    remote_addr = request.META.get("REMOTE_ADDR") or None
+    trusted = settings.TRUSTED_PROXY_COUNT
+    if not trusted:
+        return remote_addr
+    # ipware counts only the proxies named in the header; the nearest one is REMOTE_ADDR.
+    # Not strict: a junk entry the client put on the left must not void the whole header.
+    address, _routable = get_client_ip(
+        request,
+        proxy_order="left-most",
+        proxy_count=trusted - 1,
+        request_header_order=["HTTP_X_FORWARDED_FOR"],
+        strict=False,
+    )
+    # Too few entries: the request did not come through every proxy, so only the socket counts.
+    return address or remote_addr
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """Return the client's address resolved for this request (django-axes' client IP callable)."""
+    if not hasattr(request, "client_ip"):
+        request.client_ip = resolve_client_ip(request)
+    return request.client_ip
+
+
+class ClientAddressMiddleware:
+    """Resolve the client's address once, as ``request.client_ip``, for everything after it.
+
+    Lock-outs, rate limits, the timeline and the audit trail all read this one value, never
+    ``REMOTE_ADDR``, which behind a load balancer is the balancer's address.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.client_ip = resolve_client_ip(request)
+        return self.get_response(request)
+
+
+# When the staff session began (second factor verified) and when it was last used, in epoch
+# seconds: the session expires when either is too long ago.
+STAFF_SESSION_STARTED_KEY = "staff_session_started_at"
+STAFF_SESSION_SEEN_KEY = "staff_session_seen_at"
+# The last-use time is written at most this often, so browsing does not save the session per page.
+STAFF_SESSION_SEEN_RESOLUTION_SECONDS = 60
+# Customer pages (by URL namespace or name) that a staff session is kept out of.
+CUSTOMER_URL_NAMESPACES = frozenset({"activation"})
+CUSTOMER_URL_NAMES = frozenset({"profile"})
+
+
+def start_staff_session(request: HttpRequest) -> None:
+    """Give a session that just verified a second factor a new id, and start its clocks.
+
+    Django rotates the id only when the signed-in user changes, so a session first signed in by
+    password would otherwise keep its id through the second factor.
+    """
+    request.session.cycle_key()
+    now = timezone.now().timestamp()
+    request.session[STAFF_SESSION_STARTED_KEY] = now
+    request.session[STAFF_SESSION_SEEN_KEY] = now
+
+
+class StaffSessionMiddleware:
+    """Keep staff sessions short and in the back office.
+
+    A staff session ends after ``BACKOFFICE_SESSION_IDLE_MINUTES`` without a request and at
+    most ``BACKOFFICE_SESSION_MAX_HOURS`` after it began; staff never use the customer pages,
+    so a customer page sends a staff session to the back office instead.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.is_staff and self._expired(request):
+            logout(request)
+            messages.info(request, _("Your back-office session has ended. Please sign in again."))
+            return redirect_to_login(request.get_full_path(), reverse("backoffice:login"))
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        match = request.resolver_match
+        is_customer_page = match is not None and (
+            match.namespace in CUSTOMER_URL_NAMESPACES
+            or (not match.namespace and match.url_name in CUSTOMER_URL_NAMES)
+        )
+        if is_customer_page and request.user.is_authenticated and request.user.is_staff:
+            messages.info(request, _("Staff accounts use the back office, not the customer pages."))
+            return redirect("backoffice:index")
+        return None
+
+    @staticmethod
+    def _expired(request: HttpRequest) -> bool:
+        session = request.session
+        now = timezone.now().timestamp()
+        started = session.get(STAFF_SESSION_STARTED_KEY)
+        seen = session.get(STAFF_SESSION_SEEN_KEY)
+        if not isinstance(started, float | int) or not isinstance(seen, float | int):
+            # A staff session that never passed the back office's second factor: it has no
+            # access to lose yet, so its clocks start now.
+            session[STAFF_SESSION_STARTED_KEY] = session[STAFF_SESSION_SEEN_KEY] = now
+            return False
+        if (
+            now - seen > settings.BACKOFFICE_SESSION_IDLE_MINUTES * 60
+            or now - started > settings.BACKOFFICE_SESSION_MAX_HOURS * 3600
+        ):
+            return True
+        if now - seen >= STAFF_SESSION_SEEN_RESOLUTION_SECONDS:
+            session[STAFF_SESSION_SEEN_KEY] = now
+        return False
+
+
+class BackofficeRequestMiddleware:
+    """Refuse, under the back office, requests none of its pages is written for.
+
+    Only GET, HEAD and POST reach a page: the admin would render a PUT, DELETE or TRACE as if it
+    were a GET. A NUL character in the query string is refused before a change list puts it in
+    a PostgreSQL query, which cannot hold one and would fail with a server error.
+    """
+
+    ALLOWED_METHODS = ("GET", "HEAD", "POST")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(reverse("backoffice:index")):
+            if request.method not in self.ALLOWED_METHODS:
+                return HttpResponseNotAllowed(self.ALLOWED_METHODS)
+            if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
+                return HttpResponseBadRequest(_("The address holds a character no page accepts."))
+        return self.get_response(request)

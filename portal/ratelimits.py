@@ -1,5 +1,6 @@
 """Per-customer and per-address request limits, with a page that says when to try again."""
 
+import ipaddress
 from collections.abc import Callable
 from functools import wraps
 
@@ -8,8 +9,34 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
+from portal.middleware import client_ip
 
-def seconds_to_wait(request: HttpRequest, *, group: str, limits: list[tuple[str, str]]) -> int:
+RateKey = Callable[[str, HttpRequest], str]
+
+
+def client_address_key(group: str, request: HttpRequest) -> str:
+    """Key a limit on the client's address as resolved behind our proxies (not REMOTE_ADDR).
+
+    An IPv6 client counts by its /64, as in django-ratelimit's own "ip" key: one subscriber
+    usually holds a whole /64 and could otherwise step to a fresh address for every request.
+    """
+    address = client_ip(request)
+    if not address:
+        # No address at all (a Unix socket without a proxy header): one shared bucket.
+        return "address:unknown"
+    if ":" in address:
+        address = str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+    return f"address:{address}"
+
+
+def customer_or_address_key(group: str, request: HttpRequest) -> str:
+    """Key a limit on the signed-in customer, or on the client's address for anyone else."""
+    if request.user.is_authenticated:
+        return f"customer:{request.user.pk}"
+    return client_address_key(group, request)
+
+
+def seconds_to_wait(request: HttpRequest, *, group: str, limits: list[tuple[RateKey, str]]) -> int:
     """Count this request against every ``(key, rate)``; return how long to wait (0: go ahead)."""
     waits = []
     for key, rate in limits:
@@ -29,8 +56,8 @@ def limit_retry_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
                 request,
                 group="activation.retry",
                 limits=[
-                    ("user_or_ip", settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER),
-                    ("ip", settings.ACTIVATION_RETRY_RATE_PER_IP),
+                    (customer_or_address_key, settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER),
+                    (client_address_key, settings.ACTIVATION_RETRY_RATE_PER_IP),
                 ],
             )
             if wait:

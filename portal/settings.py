@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE as CSP_NONE
+from csp.constants import SELF as CSP_SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -85,7 +87,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: everything after it reads the client's address from request.client_ip.
+    "portal.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Before sessions and CSRF: a method or query the back office has no page for stops here.
+    "portal.middleware.BackofficeRequestMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -95,6 +102,8 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "portal.middleware.DeviceIdMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After the user, the second factor and messages: it ends stale staff sessions.
+    "portal.middleware.StaffSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into the lock-out page.
     "axes.middleware.AxesMiddleware",
@@ -127,11 +136,22 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
+# Lock the pair (client address, account), never the account alone: a per-account lock-out lets
+# anyone lock any customer out by typing wrong passwords for their number. Guessing from many
+# addresses is left to the rate limits and the risk checkpoint. The account is the normalised
+# identity, so every spelling of one phone number (and the username) shares one count.
 AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
+AXES_USERNAME_CALLABLE = "accounts.backends.sign_in_identity"
+AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env.int("AXES_IPWARE_PROXY_COUNT", default=0)
+# How many proxies of our own (load balancers) stand in front of the web nodes. Each appends the
+# address it saw to X-Forwarded-For; with 0 the header is ignored, since then the client wrote it.
+# Lock-outs, rate limits, the timeline and the audit trail use the address this resolves.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT must be 0 or more, not {TRUSTED_PROXY_COUNT}.")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "activation:list"
 LOGOUT_REDIRECT_URL = "home"
@@ -182,6 +202,25 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# Content-Security-Policy (django-csp): every script and style is a file from our own origin, so
+# an injected <script>, style attribute or on* handler does nothing. Templates therefore carry no
+# inline script or style (tests/browser/test_content_security_policy.py loads every main page).
+# The QR codes are inline SVG markup, which needs no source of its own.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [CSP_SELF],
+        "script-src": [CSP_SELF],
+        "style-src": [CSP_SELF],
+        "img-src": [CSP_SELF],
+        "font-src": [CSP_SELF],
+        "connect-src": [CSP_SELF],
+        "object-src": [CSP_NONE],
+        "base-uri": [CSP_NONE],
+        "form-action": [CSP_SELF],
+        "frame-ancestors": [CSP_NONE],
+    },
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -195,12 +234,14 @@ REST_FRAMEWORK = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcasts (worker control) too, instead of a control/ folder in the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -253,9 +294,25 @@ ACTIVATION_DELIVERY_LEASE_SECONDS = env.int("ACTIVATION_DELIVERY_LEASE_SECONDS",
 ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS = env.int(
     "ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS", default=60
 )
+# A case handed to staff after its request may have reached the core is asked about this often.
+ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS = env.int(
+    "ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS", default=300
+)
+# One reconciliation run asks about at most this many cases, stops after this many unanswered
+# reads in a row, and starts no read after its budget: an outage costs a run seconds, not a
+# timeout per waiting case.
+ACTIVATION_RECONCILE_MAX_POLLS_PER_RUN = env.int(
+    "ACTIVATION_RECONCILE_MAX_POLLS_PER_RUN", default=200
+)
+ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE = env.int(
+    "ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE", default=3
+)
+ACTIVATION_RECONCILE_BUDGET_SECONDS = env.float("ACTIVATION_RECONCILE_BUDGET_SECONDS", default=20.0)
 ACTIVATION_PROGRESS_REFRESH_SECONDS = env.int("ACTIVATION_PROGRESS_REFRESH_SECONDS", default=3)
 # After a pause, queued submissions go out at most this fast, so the core is not flooded.
 ACTIVATION_DRAIN_RATE_PER_MINUTE = env.int("ACTIVATION_DRAIN_RATE_PER_MINUTE", default=600)
+# A bulk recovery resubmits this many cases per transaction, updating its progress after each.
+ACTIVATION_BULK_RECOVERY_BATCH_SIZE = env.int("ACTIVATION_BULK_RECOVERY_BATCH_SIZE", default=100)
 # Retry requests per customer and per address; beyond them a friendly 429 page says when to retry.
 ACTIVATION_RETRY_RATE_PER_CUSTOMER = env.str("ACTIVATION_RETRY_RATE_PER_CUSTOMER", default="20/m")
 ACTIVATION_RETRY_RATE_PER_IP = env.str("ACTIVATION_RETRY_RATE_PER_IP", default="120/m")
@@ -292,6 +349,17 @@ PHONENUMBER_DEFAULT_REGION = "CN"
 PHONENUMBER_DB_FORMAT = "E164"
 
 OTP_TOTP_ISSUER = "Activation Rescue"
+# No one, superusers included, reads another person's authenticator secret or QR code.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# --- Back-office sessions -----------------------------------------------------------------
+# A staff session ends after this long without a request, and this long after it began at most.
+BACKOFFICE_SESSION_IDLE_MINUTES = env.int("BACKOFFICE_SESSION_IDLE_MINUTES", default=30)
+BACKOFFICE_SESSION_MAX_HOURS = env.float("BACKOFFICE_SESSION_MAX_HOURS", default=10.0)
+if BACKOFFICE_SESSION_IDLE_MINUTES <= 0 or BACKOFFICE_SESSION_MAX_HOURS <= 0:
+    raise ImproperlyConfigured(
+        "BACKOFFICE_SESSION_IDLE_MINUTES and BACKOFFICE_SESSION_MAX_HOURS must be positive."
+    )
 
 LOGGING = {
     "version": 1,
