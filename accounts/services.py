@@ -15,18 +15,37 @@ def _customer_with_phone(phone_number: str) -> User | None:
     e164 = parse_phone_number(phone_number)
     if e164 is None:
         return None
-    return User.objects.filter(phone_number=e164, is_active=True).first()
+    # Staff never reset a password by SMS: a supervisor does it in the back office, audited.
+    return User.objects.filter(phone_number=e164, is_active=True, is_staff=False).first()
+
+
+def _enqueue_password_reset_code(phone_number: str) -> None:
+    from .tasks import send_password_reset_code  # the tasks module imports this one
+
+    send_password_reset_code.delay(phone_number=phone_number)
 
 
 def request_password_reset(*, phone_number: str) -> None:
-    """Text a reset code if the number belongs to an account; say nothing either way."""
+    """Queue a reset code for ``phone_number``, whether or not it belongs to an account.
+
+    The request does the same work for every valid number and never waits for the SMS gateway,
+    so its timing does not tell which numbers have an account. The worker finds the customer.
+    """
+    e164 = parse_phone_number(phone_number)
+    if e164 is None:
+        return
+    transaction.on_commit(lambda: _enqueue_password_reset_code(e164))
+
+
+def send_password_reset_code(*, phone_number: str) -> None:
+    """Text a reset code if the number belongs to a customer; say nothing either way."""
     user = _customer_with_phone(phone_number)
     if user is None:
         return
     try:
         issue_code(user=user, channel=Channel.SMS, purpose=Purpose.PASSWORD_RESET)
     except VerificationError:
-        # Cooldown, hourly limit or gateway trouble: the page must not tell an attacker which.
+        # Cooldown, hourly limit or gateway trouble: the customer may simply ask again.
         return
 
 

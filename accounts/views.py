@@ -1,26 +1,23 @@
 """Sign-in, the customer's profile (authenticator app) and password reset by SMS code."""
 
-import base64
-
-import qrcode
-import qrcode.image.svg
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.forms import (
-    ConfirmAuthenticatorForm,
-    PasswordResetConfirmForm,
-    PasswordResetRequestForm,
-    SignInForm,
-)
+from accounts.forms import PasswordResetConfirmForm, PasswordResetRequestForm, SignInForm
 from accounts.masking import mask_email, mask_phone_number
-from verification import services as verification
+from accounts.qr import qr_svg, totp_secret
+from portal.middleware import client_ip
+from verification import factors
+from verification.factor_forms import ConfirmNewAppForm, ProofForm
+from verification.services import VerificationError
 
 from . import services
 
@@ -31,45 +28,103 @@ class SignInView(LoginView):
     form_class = SignInForm
     redirect_authenticated_user = True
 
+    def form_valid(self, form: SignInForm) -> HttpResponse:
+        if form.get_user().is_staff:
+            # Said only once the password checked out, so it reveals nothing to a guesser. Staff
+            # sign in where their second factor is asked for, never with a password alone.
+            form.add_error(
+                None,
+                _("This is a staff account. Staff sign in to the back office at %(url)s.")
+                % {"url": reverse("backoffice:login")},
+            )
+            return self.form_invalid(form)
+        return super().form_valid(form)
 
-def _qr_svg(text: str) -> str:
-    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=10)
-    return image.to_string(encoding="unicode")
+
+WRONG_PROOF = gettext_lazy(
+    "That code does not prove it is you. Check it, or ask for a new SMS code."
+)
+
+
+def _change_app(request: HttpRequest, action: str, has_app: bool):
+    """Run one profile action; return a redirect when done, else the forms to show again."""
+    user = request.user
+    confirm_form = ConfirmNewAppForm(has_app=has_app)
+    remove_form = ProofForm(has_app=has_app, prefix="remove")
+    if action == "send_code":
+        issued = factors.send_factor_change_code(user=user)
+        messages.info(
+            request,
+            _("We sent a code to %(destination)s. It works only to change your authenticator app.")
+            % {"destination": issued.destination},
+        )
+        return redirect("profile")
+    if action == "start_app":
+        factors.start_totp_enrollment(user=user)
+        return redirect("profile")
+    if action == "remove_app" and has_app:
+        remove_form = ProofForm(request.POST, has_app=has_app, prefix="remove")
+        if remove_form.is_valid():
+            result = factors.remove_totp(
+                user=user,
+                proof_channel=remove_form.cleaned_data["proof_channel"],
+                proof_code=remove_form.cleaned_data["proof_code"],
+                ip=client_ip(request),
+            )
+            if result == factors.FactorChangeResult.OK:
+                messages.success(request, _("The authenticator app was removed."))
+                return redirect("profile")
+            remove_form.add_error("proof_code", WRONG_PROOF)
+    if action == "confirm_app":
+        confirm_form = ConfirmNewAppForm(request.POST, has_app=has_app)
+        if confirm_form.is_valid():
+            result = factors.confirm_totp_enrollment(
+                user=user,
+                code=confirm_form.cleaned_data["code"],
+                proof_channel=confirm_form.cleaned_data["proof_channel"],
+                proof_code=confirm_form.cleaned_data["proof_code"],
+                ip=client_ip(request),
+            )
+            if result == factors.FactorChangeResult.OK:
+                messages.success(request, _("Your authenticator app is set up."))
+                return redirect("profile")
+            if result == factors.FactorChangeResult.WRONG_PROOF:
+                confirm_form.add_error("proof_code", WRONG_PROOF)
+            else:
+                confirm_form.add_error(
+                    "code", _("That code is not right. Enter the code the app shows now.")
+                )
+    return confirm_form, remove_form
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = request.user
-    form = ConfirmAuthenticatorForm()
-    action = request.POST.get("action")
-    if action == "start_app":
-        verification.start_totp_enrollment(user=user)
+    has_app = factors.confirmed_authenticator(user) is not None
+    try:
+        outcome = _change_app(request, request.POST.get("action", ""), has_app)
+    except factors.FactorChangeNotAllowed as error:
+        raise PermissionDenied(error.message) from error
+    except VerificationError as error:
+        messages.error(request, error.message)
         return redirect("profile")
-    if action == "remove_app":
-        verification.remove_totp(user=user)
-        messages.success(request, _("The authenticator app was removed."))
-        return redirect("profile")
-    if action == "confirm_app":
-        form = ConfirmAuthenticatorForm(request.POST)
-        if form.is_valid():
-            if verification.confirm_totp_enrollment(user=user, code=form.cleaned_data["code"]):
-                messages.success(request, _("Your authenticator app is set up."))
-                return redirect("profile")
-            form.add_error("code", _("That code is not right. Enter the code the app shows now."))
-
-    pending = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    if isinstance(outcome, HttpResponse):
+        return outcome
+    confirm_form, remove_form = outcome
+    pending = factors.pending_authenticator(user)
     return render(
         request,
         "accounts/profile.html",
         {
             "phone": mask_phone_number(str(user.phone_number)) if user.phone_number else "",
             "email": mask_email(user.email) if user.email else "",
-            "has_app": TOTPDevice.objects.filter(user=user, confirmed=True).exists(),
+            "has_app": has_app,
             "pending": pending,
-            "qr_svg": _qr_svg(pending.config_url) if pending else "",
-            "secret": base64.b32encode(pending.bin_key).decode() if pending else "",
-            "form": form,
+            "qr_svg": qr_svg(pending.config_url) if pending else "",
+            "secret": totp_secret(pending) if pending else "",
+            "form": confirm_form,
+            "remove_form": remove_form,
         },
     )
 

@@ -21,6 +21,8 @@ class Channel(models.TextChoices):
 class Purpose(models.TextChoices):
     ACTIVATION = "activation", _("Activation")
     PASSWORD_RESET = "password_reset", _("Password reset")
+    # Proves the customer before their authenticator app is set up, replaced or removed.
+    FACTOR_CHANGE = "factor_change", _("Change of second factor")
 
 
 class HashedCodeDevice(ThrottlingMixin, CooldownMixin, SideChannelDevice):
@@ -37,6 +39,15 @@ class HashedCodeDevice(ThrottlingMixin, CooldownMixin, SideChannelDevice):
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.ACTIVATION)
     code_failures = models.PositiveSmallIntegerField(
         default=0, help_text=_("Wrong guesses against the current code.")
+    )
+
+    # What ``generate_token`` changes, for callers that save the device themselves.
+    NEW_CODE_FIELDS = (
+        "token",
+        "valid_until",
+        "code_failures",
+        "throttling_failure_count",
+        "throttling_failure_timestamp",
     )
 
     class Meta:
@@ -60,9 +71,13 @@ class HashedCodeDevice(ThrottlingMixin, CooldownMixin, SideChannelDevice):
         code = random_number_token(length)
         self.token = self._digest(code)
         self.valid_until = timezone.now() + timedelta(seconds=valid_secs)
+        # A fresh code starts with a clean slate: its own guesses, and no throttle carried over
+        # from the code before it. What limits guessing across codes is explained in
+        # ``verification.services.check_code``.
         self.code_failures = 0
+        self.throttle_reset(commit=False)
         if commit:
-            self.save(update_fields=["token", "valid_until", "code_failures"])
+            self.save(update_fields=list(self.NEW_CODE_FIELDS))
         return code
 
     def has_live_code(self) -> bool:
@@ -132,3 +147,41 @@ class CodeDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.destination} at {self.sent_at:%Y-%m-%d %H:%M}"
+
+
+class AuthenticatorReset(models.Model):
+    """A supervisor's request to reset a staff member's lost authenticator; another approves it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting for approval")
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
+
+    staff_member = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="authenticator_resets"
+    )
+    reason = models.CharField(_("reason"), max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("authenticator reset")
+        verbose_name_plural = _("authenticator resets")
+        constraints = [
+            # One open request per staff member: a second would only race the first.
+            models.UniqueConstraint(
+                fields=["staff_member"],
+                condition=models.Q(status="pending"),
+                name="one_pending_authenticator_reset_per_staff_member",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"reset of {self.staff_member} ({self.status})"

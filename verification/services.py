@@ -147,7 +147,12 @@ def _check_hourly_limits(user: User, destination: str) -> None:
 
 def _message(code: str, purpose: str) -> str:
     minutes = settings.VERIFICATION_CODE_TTL_SECONDS // 60
-    if purpose == Purpose.PASSWORD_RESET:
+    if purpose == Purpose.FACTOR_CHANGE:
+        text = _(
+            "Your Activation Rescue code to change your authenticator app is %(code)s. It expires "
+            "in %(minutes)d minutes. If you did not ask for it, change your password now."
+        )
+    elif purpose == Purpose.PASSWORD_RESET:
         text = _(
             "Your Activation Rescue password reset code is %(code)s. It expires in %(minutes)d "
             "minutes. If you did not ask for it, ignore this message."
@@ -176,7 +181,7 @@ def issue_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -
 
     code = device.generate_token(commit=False)
     device.cooldown_set(commit=False)
-    device.save(update_fields=["token", "valid_until", "code_failures", "last_generated_timestamp"])
+    device.save(update_fields=[*device.NEW_CODE_FIELDS, "last_generated_timestamp"])
     CodeDelivery.objects.create(user=user, channel=channel, destination=destination)
     try:
         # Sent inside the transaction: if the gateway refuses, the new code never existed.
@@ -220,7 +225,13 @@ def has_live_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION
     return device is not None and device.has_live_code()
 
 
-def _check_totp(user: User, code: str) -> CheckResult:
+# What a code from the authenticator app may be used for; other purposes need their own code.
+TOTP_PURPOSES = frozenset({Purpose.ACTIVATION, Purpose.FACTOR_CHANGE})
+
+
+def _check_totp(user: User, code: str, purpose: str) -> CheckResult:
+    if purpose not in TOTP_PURPOSES:
+        raise ChannelUnavailable(_("The authenticator app cannot be used for this."))
     device = TOTPDevice.objects.devices_for_user(user, confirmed=True).select_for_update().first()
     if device is None:
         raise ChannelUnavailable(_("No authenticator app is set up on your account."))
@@ -236,10 +247,29 @@ def _check_totp(user: User, code: str) -> CheckResult:
 def check_code(
     *, user: User, channel: str, code: str, purpose: str = Purpose.ACTIVATION
 ) -> CheckResult:
-    """Check ``code`` against the user's current code on ``channel``, counting wrong guesses."""
+    """Check ``code`` against the user's current code on ``channel``, counting wrong guesses.
+
+    The limits, and what they add up to against someone guessing:
+
+    - a code takes ``VERIFICATION_MAX_ATTEMPTS_PER_CODE`` wrong guesses (5), then it is burned;
+    - within one code the throttle spaces guesses exponentially (1, 2, 4, 8 s with factor 1);
+      each new code starts afresh, throttle included, so the right code from a new message is
+      never refused for the guesses made against the old one;
+    - at most ``VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER`` (and per destination) codes go
+      out an hour (10), so at most 10 x 5 = 50 guesses an hour reach a one-in-a-million code:
+      about one chance in 20,000 an hour, however the guesses are spread over codes;
+    - ``VERIFICATION_LOCKOUTS_BEFORE_REVIEW`` burned codes on one case (3, i.e. 15 guesses) hand
+      the case to staff (``activation.services.retry``), so a case sees a person long before
+      the odds move.
+
+    The carried-over throttle added nothing to this bound; it only made the lock-out escalation
+    unreachable, because its doubling delays soon outlasted a code's life.
+    """
     if channel == Channel.TOTP:
-        return _check_totp(user, code)
+        return _check_totp(user, code, purpose)
     device = _code_device(user, channel, purpose)
+    # Checked before the code on purpose: answering a guess while throttled, even without
+    # counting it, would let a script try codes as fast as it likes.
     allowed, _info = device.verify_is_allowed()
     if not allowed:
         return CheckResult.THROTTLED
@@ -253,9 +283,11 @@ def check_code(
     device.code_failures += 1
     result = CheckResult.INVALID
     if device.code_failures >= settings.VERIFICATION_MAX_ATTEMPTS_PER_CODE:
-        # The code is burned: a new one must be requested, and may be at once.
+        # The code is burned: a new one must be requested, and may be at once. Its throttle
+        # goes with it, as there is nothing left to guess.
         device.token = None
         device.last_generated_timestamp = None
+        device.throttle_reset(commit=False)
         result = CheckResult.BURNED
     device.save(
         update_fields=[
@@ -267,32 +299,3 @@ def check_code(
         ]
     )
     return result
-
-
-# --- Authenticator app enrolment ------------------------------------------------------------
-
-
-@transaction.atomic
-def start_totp_enrollment(*, user: User) -> TOTPDevice:
-    """Return the user's unconfirmed authenticator device, creating one with a fresh secret."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
-    if device is None:
-        device = TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
-    return device
-
-
-@transaction.atomic
-def confirm_totp_enrollment(*, user: User, code: str) -> bool:
-    """Confirm the pending authenticator device with a code from it; replaces any older one."""
-    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
-    if device is None or not device.verify_token(normalize_code(code)):
-        return False
-    TOTPDevice.objects.filter(user=user, confirmed=True).delete()
-    device.confirmed = True
-    device.save(update_fields=["confirmed"])
-    return True
-
-
-@transaction.atomic
-def remove_totp(*, user: User) -> None:
-    TOTPDevice.objects.filter(user=user).delete()

@@ -8,28 +8,192 @@ import time_machine
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from activation.models import SystemEvent
+from tests.factories import StaffFactory
+from tests.fixtures import last_sms_code
+
 pytestmark = pytest.mark.django_db
 
 
-def test_a_customer_enrolls_an_authenticator_app_with_qr_code_and_key(client, customer):
-    client.force_login(customer)
+def app_code(device: TOTPDevice) -> str:
+    return pyotp.TOTP(base64.b32encode(device.bin_key).decode()).now()
+
+
+def later(seconds: int = 31):
+    """Past the next time step (a TOTP code works once) and past any throttle."""
+    return time_machine.travel(timezone.now() + timedelta(seconds=seconds))
+
+
+def start_app(client) -> str:
     page = client.post("/accounts/profile/", {"action": "start_app"}, follow=True)
-    assert "<svg" in page.text
-    secret = re.search(r'class="secret">([A-Z2-7]+)<', page.text).group(1)
+    return re.search(r'class="secret">([A-Z2-7]+)<', page.text).group(1)
+
+
+def confirmed_app(customer) -> TOTPDevice:
+    return TOTPDevice.objects.create(user=customer, name="Authenticator", confirmed=True)
+
+
+def test_a_customer_enrolls_an_app_proving_themselves_with_an_sms_code(client, customer):
+    client.force_login(customer)
+    secret = start_app(client)
     device = TOTPDevice.objects.get(user=customer)
     assert secret == base64.b32encode(device.bin_key).decode()
     assert not device.confirmed
 
-    wrong = client.post("/accounts/profile/", {"action": "confirm_app", "code": "000000"})
-    assert "That code is not right" in wrong.text
-
-    with time_machine.travel(timezone.now() + timedelta(seconds=2)):  # past the throttle
-        code = pyotp.TOTP(secret).now()
-        response = client.post(
-            "/accounts/profile/", {"action": "confirm_app", "code": code}, follow=True
-        )
+    client.post("/accounts/profile/", {"action": "send_code"})
+    sms = last_sms_code(str(customer.phone_number))
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(secret).now(),
+            "proof_channel": "sms",
+            "proof_code": sms,
+        },
+        follow=True,
+    )
     assert "Your authenticator app is set up" in response.text
     assert TOTPDevice.objects.get(user=customer).confirmed
+    event = SystemEvent.objects.get()
+    assert (event.kind, event.actor, event.data) == (
+        "factor.totp_enrolled",
+        customer,
+        {"user_id": customer.pk, "proof": "sms"},
+    )
+
+
+def test_a_password_alone_cannot_enrol_an_app(client, customer):
+    client.force_login(customer)
+    secret = start_app(client)
+    for proof_channel in ("sms", "totp", ""):
+        response = client.post(
+            "/accounts/profile/",
+            {
+                "action": "confirm_app",
+                "code": pyotp.TOTP(secret).now(),
+                "proof_channel": proof_channel,
+                "proof_code": "123456",
+            },
+        )
+        assert response.status_code == 200
+    assert not TOTPDevice.objects.filter(user=customer, confirmed=True).exists()
+    assert not SystemEvent.objects.exists()
+
+
+def test_a_password_alone_cannot_replace_or_remove_the_customers_app(client, customer):
+    current = confirmed_app(customer)
+    client.force_login(customer)
+    response = client.post(
+        "/accounts/profile/",
+        {"action": "remove_app", "remove-proof_channel": "totp", "remove-proof_code": "000000"},
+    )
+    assert "does not prove it is you" in response.text
+    secret = start_app(client)
+    with later():
+        client.post(
+            "/accounts/profile/",
+            {
+                "action": "confirm_app",
+                "code": pyotp.TOTP(secret).now(),
+                "proof_channel": "totp",
+                "proof_code": "000000",
+            },
+        )
+    assert list(TOTPDevice.objects.filter(user=customer, confirmed=True)) == [current]
+    assert not SystemEvent.objects.exists()
+
+
+def test_a_password_reset_code_does_not_prove_a_factor_change(
+    client, customer, django_capture_on_commit_callbacks
+):
+    current = confirmed_app(customer)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/password-reset/", {"phone_number": str(customer.phone_number)})
+    reset_code = last_sms_code(str(customer.phone_number))
+    client.force_login(customer)
+    response = client.post(
+        "/accounts/profile/",
+        {"action": "remove_app", "remove-proof_channel": "sms", "remove-proof_code": reset_code},
+    )
+    assert "does not prove it is you" in response.text
+    assert list(TOTPDevice.objects.filter(user=customer)) == [current]
+
+
+def test_the_current_app_replaces_itself_and_the_change_is_audited(client, customer):
+    current = confirmed_app(customer)
+    client.force_login(customer)
+    secret = start_app(client)
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(secret).now(),
+            "proof_channel": "totp",
+            "proof_code": app_code(current),
+        },
+        follow=True,
+    )
+    assert "Your authenticator app is set up" in response.text
+    new = TOTPDevice.objects.get(user=customer)
+    assert new.confirmed and new.pk != current.pk
+    assert list(SystemEvent.objects.values_list("kind", "actor")) == [
+        ("factor.totp_replaced", customer.pk)
+    ]
+
+
+def test_removing_the_app_needs_a_code_from_it(client, customer):
+    current = confirmed_app(customer)
+    client.force_login(customer)
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "remove_app",
+            "remove-proof_channel": "totp",
+            "remove-proof_code": app_code(current),
+        },
+        follow=True,
+    )
+    assert "The authenticator app was removed" in response.text
+    assert not TOTPDevice.objects.filter(user=customer).exists()
+    assert list(SystemEvent.objects.values_list("kind", flat=True)) == ["factor.totp_removed"]
+
+
+def test_a_customer_who_lost_the_app_removes_it_with_an_sms_code(client, customer):
+    confirmed_app(customer)
+    client.force_login(customer)
+    client.post("/accounts/profile/", {"action": "send_code"})
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "remove_app",
+            "remove-proof_channel": "sms",
+            "remove-proof_code": last_sms_code(str(customer.phone_number)),
+        },
+        follow=True,
+    )
+    assert "The authenticator app was removed" in response.text
+    assert not TOTPDevice.objects.filter(user=customer).exists()
+
+
+def test_a_staff_session_cannot_touch_the_staff_authenticator_from_the_profile(client):
+    staff = StaffFactory(phone_number="+8613700000002")
+    device = TOTPDevice.objects.get(user=staff)
+    key = device.key
+    client.force_login(staff)  # a password sign-in, no second factor
+    for data in (
+        {"action": "remove_app", "remove-proof_channel": "sms", "remove-proof_code": "123456"},
+        {"action": "start_app"},
+        {"action": "send_code"},
+        {"action": "confirm_app", "code": "123456", "proof_channel": "sms", "proof_code": "1"},
+    ):
+        response = client.post("/accounts/profile/", data)
+        assert response.status_code == 302
+        assert response["Location"] == "/backoffice/"
+    assert client.get("/accounts/profile/")["Location"] == "/backoffice/"
+    assert list(TOTPDevice.objects.filter(user=staff).values_list("pk", "key", "confirmed")) == [
+        (device.pk, key, True)
+    ]
+    assert not SystemEvent.objects.exists()
 
 
 def test_the_profile_masks_destinations(client, customer):

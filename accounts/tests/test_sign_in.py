@@ -2,8 +2,6 @@ import pytest
 
 from accounts.backends import parse_phone_number
 from tests.factories import PASSWORD, CustomerFactory
-from tests.fixtures import last_sms_code
-from verification.sms import LocmemBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -65,58 +63,3 @@ def test_repeated_wrong_passwords_lock_the_account_out_from_that_address(client,
     # Locked out from this address only: the customer is not locked out everywhere by an attacker.
     elsewhere = sign_in(client, customer.username, REMOTE_ADDR="198.51.100.9")
     assert elsewhere.redirect_chain[-1][0] == "/activation/"
-
-
-def test_password_reset_by_sms_code(client, customer):
-    response = client.post(
-        "/accounts/password-reset/", {"phone_number": str(customer.phone_number)}, follow=True
-    )
-    assert "If this number belongs to an account" in response.text
-    code = last_sms_code(str(customer.phone_number))
-    response = client.post(
-        "/accounts/password-reset/confirm/",
-        {
-            "code": code,
-            "new_password1": "a new long passphrase",
-            "new_password2": "a new long passphrase",
-        },
-        follow=True,
-    )
-    assert response.redirect_chain[-1][0] == "/accounts/login/"
-    customer.refresh_from_db()
-    assert customer.check_password("a new long passphrase")
-
-
-def test_password_reset_for_an_unknown_number_looks_the_same_and_sends_nothing(client):
-    response = client.post(
-        "/accounts/password-reset/", {"phone_number": "13900000000"}, follow=True
-    )
-    assert "If this number belongs to an account" in response.text
-    assert not LocmemBackend.outbox
-    response = client.post(
-        "/accounts/password-reset/confirm/",
-        {
-            "code": "123456",
-            "new_password1": "a new long passphrase",
-            "new_password2": "a new long passphrase",
-        },
-    )
-    assert "That code is not right or has expired" in response.text
-
-
-def test_a_password_reset_code_cannot_activate_a_credit_line(client, customer):
-    from activation import services
-    from activation.models import CaseState
-    from tests.factories import open_failed_case
-    from verification.services import CheckResult
-
-    client.post("/accounts/password-reset/", {"phone_number": str(customer.phone_number)})
-    reset_code = last_sms_code()
-    case = open_failed_case(customer)
-    services.start_verification(case_id=case.pk, customer=customer)
-    result = services.verify_and_submit(case_id=case.pk, customer=customer, code=reset_code)
-    activation_code = last_sms_code()
-    assert result == (CheckResult.OK if reset_code == activation_code else CheckResult.INVALID)
-    case.refresh_from_db()
-    if reset_code != activation_code:
-        assert case.state == CaseState.PENDING_VERIFICATION

@@ -1,0 +1,320 @@
+"""Set up, replace and remove authenticator apps: never on a password alone.
+
+Customers prove themselves with a code from their current app, or (no app yet, or the phone with
+it is lost) with an SMS code sent for this purpose only. Staff manage their app only inside the
+back office: a replacement needs a code from the old app and one from the new; a staff member who
+lost theirs gets a reset that one supervisor requests and a different supervisor approves. Every
+change goes on the system audit trail, with who made it.
+
+The services return a result instead of raising on a wrong code: a raise would roll back the
+failure count the check just wrote, and with it the throttle that limits guessing.
+"""
+
+import enum
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User
+from activation.audit import record_system_event
+from portal.errors import DomainError
+
+from .models import AuthenticatorReset, Channel, Purpose
+from .normalize import normalize_code
+from .services import CheckResult, IssuedCode, check_code, issue_code
+
+# Who may request and approve a staff member's authenticator reset (two different people).
+RESET_APPROVER_ROLE = "supervisor"
+
+
+class FactorChangeResult(enum.StrEnum):
+    OK = "ok"
+    NOTHING_PENDING = "nothing_pending"
+    WRONG_NEW_CODE = "wrong_new_code"
+    WRONG_PROOF = "wrong_proof"
+
+
+class FactorChangeNotAllowed(DomainError):
+    code = "factor_change_not_allowed"
+    http_status = 403
+
+
+class ResetNotAllowed(DomainError):
+    code = "authenticator_reset_not_allowed"
+    http_status = 409
+
+
+def _require_customer(user: User) -> None:
+    # Staff credentials are managed in the back office only, never from a customer page.
+    if not user.is_authenticated or user.is_staff:
+        raise FactorChangeNotAllowed(
+            _("Staff accounts manage their authenticator in the back office.")
+        )
+
+
+def _require_staff(user: User) -> None:
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        raise FactorChangeNotAllowed(_("Only staff members have a back-office authenticator."))
+
+
+def _require_reset_approver(user: User) -> None:
+    _require_staff(user)
+    if not user.groups.filter(name=RESET_APPROVER_ROLE).exists():
+        raise FactorChangeNotAllowed(
+            _("Only supervisors can reset a staff member's authenticator.")
+        )
+
+
+def confirmed_authenticator(user: User) -> TOTPDevice | None:
+    """The authenticator app the user signs in or verifies with, if any."""
+    return TOTPDevice.objects.filter(user=user, confirmed=True).first()
+
+
+def pending_authenticator(user: User) -> TOTPDevice | None:
+    """The app being set up and not yet confirmed, if any."""
+    return TOTPDevice.objects.filter(user=user, confirmed=False).first()
+
+
+def _start(user: User) -> TOTPDevice:
+    # An unconfirmed device verifies nothing anywhere, so creating one needs no proof.
+    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
+    return device
+
+
+def _new_code_matches(device: TOTPDevice | None, code: str) -> bool:
+    return device is not None and device.verify_token(normalize_code(code))
+
+
+def _confirm(pending: TOTPDevice) -> bool:
+    """Make ``pending`` the user's only app; return whether it replaced one."""
+    replaced, _by_model = TOTPDevice.objects.filter(
+        user_id=pending.user_id, confirmed=True
+    ).delete()
+    pending.confirmed = True
+    pending.save(update_fields=["confirmed"])
+    return bool(replaced)
+
+
+# --- Customers ---------------------------------------------------------------------------------
+
+
+def send_factor_change_code(*, user: User) -> IssuedCode:
+    """Text the customer a code that works only to change their authenticator app."""
+    _require_customer(user)
+    return issue_code(user=user, channel=Channel.SMS, purpose=Purpose.FACTOR_CHANGE)
+
+
+def _proof_holds(user: User, proof_channel: str, proof_code: str) -> bool:
+    available = {
+        Channel.TOTP: confirmed_authenticator(user) is not None,
+        Channel.SMS: bool(user.phone_number),
+    }
+    # Asked first: check_code raising for a channel the user lacks would void this transaction.
+    if not available.get(proof_channel, False):
+        return False
+    result = check_code(
+        user=user, channel=proof_channel, code=proof_code, purpose=Purpose.FACTOR_CHANGE
+    )
+    return result == CheckResult.OK
+
+
+@transaction.atomic
+def start_totp_enrollment(*, user: User) -> TOTPDevice:
+    """Return the customer's unconfirmed authenticator device, creating one with a fresh secret."""
+    _require_customer(user)
+    return _start(user)
+
+
+@transaction.atomic
+def confirm_totp_enrollment(
+    *, user: User, code: str, proof_channel: str, proof_code: str, ip: str | None = None
+) -> FactorChangeResult:
+    """Make the pending app the customer's, given a code from it and proof of the current factor.
+
+    The new app's code is checked first, so a typo there does not use up the SMS code.
+    """
+    _require_customer(user)
+    pending = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    if pending is None:
+        return FactorChangeResult.NOTHING_PENDING
+    if not _new_code_matches(pending, code):
+        return FactorChangeResult.WRONG_NEW_CODE
+    if not _proof_holds(user, proof_channel, proof_code):
+        return FactorChangeResult.WRONG_PROOF
+    replaced = _confirm(pending)
+    record_system_event(
+        kind="factor.totp_replaced" if replaced else "factor.totp_enrolled",
+        actor=user,
+        data={"user_id": user.pk, "proof": proof_channel},
+        ip=ip,
+    )
+    return FactorChangeResult.OK
+
+
+@transaction.atomic
+def remove_totp(
+    *, user: User, proof_channel: str, proof_code: str, ip: str | None = None
+) -> FactorChangeResult:
+    """Remove the customer's authenticator app, given proof of the current factor."""
+    _require_customer(user)
+    if not _proof_holds(user, proof_channel, proof_code):
+        return FactorChangeResult.WRONG_PROOF
+    TOTPDevice.objects.filter(user=user).delete()
+    record_system_event(
+        kind="factor.totp_removed",
+        actor=user,
+        data={"user_id": user.pk, "proof": proof_channel},
+        ip=ip,
+    )
+    return FactorChangeResult.OK
+
+
+# --- Staff: replacing one's own app ------------------------------------------------------------
+
+
+@transaction.atomic
+def start_staff_authenticator_replacement(*, staff: User) -> TOTPDevice:
+    """Return the staff member's new, unconfirmed authenticator device (fresh secret)."""
+    _require_staff(staff)
+    return _start(staff)
+
+
+@transaction.atomic
+def replace_staff_authenticator(
+    *, staff: User, current_code: str, new_code: str, ip: str | None = None
+) -> FactorChangeResult:
+    """Swap the staff member's app for the pending one: a code from each is needed."""
+    _require_staff(staff)
+    pending = TOTPDevice.objects.select_for_update().filter(user=staff, confirmed=False).first()
+    if pending is None:
+        return FactorChangeResult.NOTHING_PENDING
+    current = TOTPDevice.objects.select_for_update().filter(user=staff, confirmed=True).first()
+    if not _new_code_matches(pending, new_code):
+        return FactorChangeResult.WRONG_NEW_CODE
+    if not _new_code_matches(current, current_code):
+        return FactorChangeResult.WRONG_PROOF
+    _confirm(pending)
+    record_system_event(
+        kind="staff.authenticator_replaced",
+        actor=staff,
+        data={"user_id": staff.pk, "username": staff.get_username()},
+        ip=ip,
+    )
+    return FactorChangeResult.OK
+
+
+# --- Staff: a lost app, reset with four eyes ---------------------------------------------------
+
+
+def pending_authenticator_resets():
+    """Reset requests waiting for a second supervisor, oldest first."""
+    return (
+        AuthenticatorReset.objects.filter(status=AuthenticatorReset.Status.PENDING)
+        .select_related("staff_member", "requested_by")
+        .order_by("requested_at")
+    )
+
+
+@transaction.atomic
+def request_authenticator_reset(
+    *, staff: User, staff_member_id: int, reason: str, ip: str | None = None
+) -> AuthenticatorReset:
+    """A supervisor asks to reset another staff member's lost authenticator app."""
+    _require_reset_approver(staff)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ResetNotAllowed(_("Give a reason: it goes on the audit trail."))
+    member = User.objects.filter(pk=staff_member_id, is_staff=True).first()
+    if member is None:
+        raise ResetNotAllowed(_("There is no staff member with that id."))
+    if member.pk == staff.pk:
+        raise FactorChangeNotAllowed(_("Another supervisor must ask for a reset of your own app."))
+    if AuthenticatorReset.objects.filter(
+        staff_member=member, status=AuthenticatorReset.Status.PENDING
+    ).exists():
+        raise ResetNotAllowed(_("A reset for this staff member is already waiting for approval."))
+    reset = AuthenticatorReset.objects.create(
+        staff_member=member, reason=reason, requested_by=staff
+    )
+    record_system_event(
+        kind="staff.authenticator_reset_requested",
+        actor=staff,
+        data={
+            "reset": reset.pk,
+            "user_id": member.pk,
+            "username": member.get_username(),
+            "requested_by": staff.get_username(),
+            "reason": reason,
+        },
+        ip=ip,
+    )
+    return reset
+
+
+def _lock_pending_reset(reset_id: int, staff: User) -> AuthenticatorReset:
+    _require_reset_approver(staff)
+    reset = AuthenticatorReset.objects.select_for_update().filter(pk=reset_id).first()
+    if reset is None or reset.status != AuthenticatorReset.Status.PENDING:
+        raise ResetNotAllowed(_("This reset is not waiting for approval."))
+    # Four eyes: neither the supervisor who asked nor the staff member may decide.
+    if staff.pk in (reset.requested_by_id, reset.staff_member_id):
+        raise FactorChangeNotAllowed(_("A different supervisor must decide this reset."))
+    return reset
+
+
+def _decide(reset: AuthenticatorReset, staff: User, status: str) -> None:
+    reset.status = status
+    reset.decided_by = staff
+    reset.decided_at = timezone.now()
+    reset.save(update_fields=["status", "decided_by", "decided_at"])
+
+
+@transaction.atomic
+def approve_authenticator_reset(*, reset_id: int, staff: User, ip: str | None = None) -> TOTPDevice:
+    """A second supervisor approves: the old app stops working and a new one is made.
+
+    The new device is returned once, for the approver to hand over in person; the staff member
+    should then replace it themselves, so that no one else has seen the secret they use.
+    """
+    reset = _lock_pending_reset(reset_id, staff)
+    member = User.objects.select_for_update().get(pk=reset.staff_member_id)
+    TOTPDevice.objects.filter(user=member).delete()
+    device = TOTPDevice.objects.create(user=member, name=_("Authenticator app"), confirmed=True)
+    _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
+    record_system_event(
+        kind="staff.authenticator_reset_approved",
+        actor=staff,
+        data={
+            "reset": reset.pk,
+            "user_id": member.pk,
+            "username": member.get_username(),
+            "requested_by": reset.requested_by.get_username(),
+            "approved_by": staff.get_username(),
+        },
+        ip=ip,
+    )
+    return device
+
+
+@transaction.atomic
+def reject_authenticator_reset(
+    *, reset_id: int, staff: User, ip: str | None = None
+) -> AuthenticatorReset:
+    """A second supervisor turns the request down; nothing about the app changes."""
+    reset = _lock_pending_reset(reset_id, staff)
+    _decide(reset, staff, AuthenticatorReset.Status.REJECTED)
+    record_system_event(
+        kind="staff.authenticator_reset_rejected",
+        actor=staff,
+        data={
+            "reset": reset.pk,
+            "user_id": reset.staff_member_id,
+            "rejected_by": staff.get_username(),
+        },
+        ip=ip,
+    )
+    return reset
