@@ -17,3 +17,17 @@ def mask_email(address: str) -> str:
     if not domain:
         return "***"
     return f"{local[:1]}***@{domain}"
+
+
+def mask_name(name: str) -> str:
+    """Return ``W***`` for ``Wei Zhang``: the first character only."""
+    return f"{name[:1]}***" if name else ""
+
+
+def mask_ip_address(address: str) -> str:
+    """Return ``203.0.*.*`` for ``203.0.113.7`` and ``2001:db8:*`` for IPv6: the network only."""
+    if not address:
+        return ""
+    if ":" in address:
+        return ":".join(address.split(":")[:2]) + ":*"
+    return ".".join(address.split(".")[:2]) + ".*.*"

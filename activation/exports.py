@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.masking import mask_phone_number
+from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from accounts.models import User
 
 from .audit import record_system_event
@@ -59,6 +59,7 @@ _SOURCE = (
     "case__credit_line__customer__phone_number",
     "actor_type",
     "actor__username",
+    "actor__is_staff",
     "created_at",
     "kind",
     "state_before",
@@ -104,11 +105,18 @@ def events_for_export(filters: ExportFilters) -> QuerySet:
 def _row(values: tuple, *, pii: bool) -> dict[str, Any]:
     source = dict(zip(_SOURCE, values, strict=True))
     customer = "case__credit_line__customer__"
-    name = f"{source[customer + 'first_name']} {source[customer + 'last_name']}".strip()
+    # Spaces only, as SQL's trim() in the COPY path: a leading tab is the name's own.
+    name = f"{source[customer + 'first_name']} {source[customer + 'last_name']}".strip(" ")
     phone = str(source[customer + "phone_number"] or "")
+    actor = source["actor__username"] or ""
+    ip_address = str(source["ip_address"] or "")
     if not pii:
-        name = f"{name[:1]}***" if name else ""
+        name = mask_name(name)
         phone = mask_phone_number(phone) if phone else ""
+        # A customer's username and address identify them as well as their name does; staff
+        # usernames stay, since who did what is what an auditor reads the export for.
+        actor = actor if source["actor__is_staff"] else mask_name(actor)
+        ip_address = mask_ip_address(ip_address)
     return {
         "case_id": source["case_id"],
         "seq": source["seq"],
@@ -117,17 +125,36 @@ def _row(values: tuple, *, pii: bool) -> dict[str, Any]:
         "customer_name": name,
         "customer_phone": phone,
         "actor_type": source["actor_type"],
-        "actor": source["actor__username"] or "",
+        "actor": actor,
         "created_at": canonical_timestamp(source["created_at"]),
         "kind": source["kind"],
         "state_before": source["state_before"],
         "state_after": source["state_after"],
         "data": source["data"],
-        "ip_address": source["ip_address"] or "",
+        "ip_address": ip_address,
         "device_id": source["device_id"],
         "prev_hash": source["prev_hash"],
         "hash": source["hash"],
     }
+
+
+# A spreadsheet takes a cell beginning with one of these for a formula ("CSV injection"): a
+# customer named =HYPERLINK(...) must arrive as text, so such cells get OWASP's leading quote.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: Any) -> Any:
+    """Return ``value`` with a leading single quote if a spreadsheet would run it as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _cells(row: dict[str, Any]) -> list[Any]:
+    return [
+        json.dumps(row[c], sort_keys=True, ensure_ascii=False) if c == "data" else row[c]
+        for c in COLUMNS
+    ]
 
 
 def _encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -135,10 +162,7 @@ def _encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(
-            json.dumps(row[c], sort_keys=True, ensure_ascii=False) if c == "data" else row[c]
-            for c in COLUMNS
-        )
+        writer.writerow(neutralise_formula(cell) for cell in _cells(row))
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -221,16 +245,62 @@ def stream_export(
 
 # The CSV export on PostgreSQL: the database writes the CSV itself (COPY), which is some 25 times
 # faster than building rows in Python; the columns and masking mirror ``_row`` exactly.
-_COPY_COLUMNS = """
-    e.case_id, e.seq, l.reference, coalesce(u.customer_reference, ''),
-    {name}, {phone},
-    e.actor_type, coalesce(a.username, ''),
-    to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
-    e.kind, e.state_before, e.state_after, e.data::text, coalesce(host(e.ip_address), ''),
-    e.device_id, e.prev_hash, e.hash
-"""
+def _neutralised(expression: str) -> str:
+    """``neutralise_formula`` in SQL; one regexp_replace, so ``expression`` is evaluated once."""
+    return f"regexp_replace({expression}, '^([-=+@\\t\\r])', '''\\1')"
+
+
+_COPY_COLUMNS = ", ".join(
+    [
+        "e.case_id",
+        "e.seq",
+        *map(
+            _neutralised,
+            (
+                "l.reference",
+                "coalesce(u.customer_reference, '')",
+                "{name}",
+                "{phone}",
+                "e.actor_type",
+                "{actor}",
+            ),
+        ),
+        """to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""",
+        *map(
+            _neutralised,
+            (
+                "e.kind",
+                "e.state_before",
+                "e.state_after",
+                "e.data::text",
+                "{ip_address}",
+                "e.device_id",
+                "e.prev_hash",
+                "e.hash",
+            ),
+        ),
+    ]
+)
 _FULL_NAME = "trim(u.first_name || ' ' || u.last_name)"
 _MASKED_NAME = f"CASE WHEN {_FULL_NAME} = '' THEN '' ELSE left({_FULL_NAME}, 1) || '***' END"
+_ACTOR = "coalesce(a.username, '')"
+# accounts.masking.mask_name for customers; staff usernames stay, as in ``_row``.
+_MASKED_ACTOR = (
+    "CASE WHEN a.id IS NULL OR a.username = '' THEN '' WHEN a.is_staff THEN a.username"
+    " ELSE left(a.username, 1) || '***' END"
+)
+_IP_ADDRESS = "coalesce(host(e.ip_address), '')"
+# accounts.masking.mask_ip_address, in SQL.
+_MASKED_IP_ADDRESS = """
+    CASE
+      WHEN e.ip_address IS NULL THEN ''
+      WHEN family(e.ip_address) = 6
+        THEN split_part(host(e.ip_address), ':', 1) || ':'
+             || split_part(host(e.ip_address), ':', 2) || ':*'
+      ELSE split_part(host(e.ip_address), '.', 1) || '.'
+           || split_part(host(e.ip_address), '.', 2) || '.*.*'
+    END
+"""
 # accounts.masking.mask_phone_number, in SQL.
 _MASKED_PHONE = """
     CASE
@@ -277,6 +347,8 @@ def _copy_csv(filters: ExportFilters, *, pii: bool, manifest: Manifest) -> Itera
     columns = _COPY_COLUMNS.format(
         name=_FULL_NAME if pii else _MASKED_NAME,
         phone="coalesce(u.phone_number, '')" if pii else _MASKED_PHONE,
+        actor=_ACTOR if pii else _MASKED_ACTOR,
+        ip_address=_IP_ADDRESS if pii else _MASKED_IP_ADDRESS,
     )
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
@@ -366,13 +438,21 @@ def _xlsx_bytes(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     sheet = workbook.create_sheet("events")
     sheet.append(COLUMNS)
     for row in rows:
-        sheet.append(
-            [
-                json.dumps(row[c], sort_keys=True, ensure_ascii=False) if c == "data" else row[c]
-                for c in COLUMNS
-            ]
-        )
+        sheet.append([_xlsx_cell(sheet, value) for value in _cells(row)])
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
         workbook.save(spool)
         spool.seek(0)
         yield from iter(lambda: spool.read(1 << 16), b"")
+
+
+def _xlsx_cell(sheet, value: Any) -> Any:
+    """Write text as a string cell: openpyxl makes ``=…`` a formula and ``#N/A`` an error."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    if not isinstance(value, str):
+        return value
+    # XML cannot carry most control characters, and openpyxl refuses them instead of dropping them.
+    cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+    cell.data_type = "s"
+    return cell

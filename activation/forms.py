@@ -22,6 +22,44 @@ class ChooseChannelForm(forms.Form):
         ]
 
 
+class SubmissionIdField(forms.UUIDField):
+    """The id of one code form; one that cannot be read counts as absent.
+
+    It only makes a double submit answer twice the same. Refusing a garbled one would cost the
+    customer a right code over a hidden field they cannot see or fix, while treating it as absent
+    loses nothing: a right code sent again finds the case already verified.
+    """
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            return None
+
+
 class VerifyCodeForm(forms.Form):
     code = code_field()
-    submission_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    submission_id = SubmissionIdField(required=False, widget=forms.HiddenInput)
+
+
+class CaseActionForm(forms.Form):
+    """What staff type on the case page before an action (a note, a reason, an override id).
+
+    Django's CharField refuses a NUL character, which PostgreSQL cannot store in text or JSON;
+    the lengths keep a pasted page out of the timeline and match the columns that hold them.
+    """
+
+    reason = forms.CharField(label=_("Reason"), required=False, max_length=2000)
+    text = forms.CharField(label=_("Note"), required=False, max_length=2000)
+    reason_code = forms.CharField(label=_("Why the case is closed"), required=False, max_length=32)
+    kind = forms.CharField(label=_("Kind of override"), required=False, max_length=32)
+    core_reference = forms.CharField(label=_("Core reference"), required=False, max_length=100)
+    override_id = forms.IntegerField(
+        label=_("Override"), required=False, min_value=1, max_value=2**63 - 1
+    )
+
+    def error_message(self) -> str:
+        """The errors in one line, each after its field's label, for a message on the case page."""
+        return " ".join(
+            f"{self.fields[name].label}: {' '.join(errors)}" for name, errors in self.errors.items()
+        )

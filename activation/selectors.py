@@ -1,12 +1,23 @@
 """Reads shared by the customer pages, the back office and the API."""
 
+import string
+import unicodedata
+
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
 
-from .models import ActivationCase, CaseEvent, CaseState, CreditLine, OverrideRequest
+from .models import (
+    ActivationCase,
+    BulkRecoveryJob,
+    CaseEvent,
+    CaseExport,
+    CaseState,
+    CreditLine,
+    OverrideRequest,
+)
 
 
 def credit_lines_for_customer(customer: User) -> QuerySet[CreditLine]:
@@ -43,10 +54,14 @@ def case_counts_by_state() -> dict[str, int]:
 
 def search_cases(cases: QuerySet[ActivationCase], term: str) -> QuerySet[ActivationCase]:
     """Find cases by id, credit-line reference, or phone number (whole, or its last 4 digits)."""
-    term = term.strip()
+    # NFKC makes full-width input from a Chinese keyboard (１２３４, ＣＬ－…) plain ASCII.
+    term = unicodedata.normalize("NFKC", term).strip()
     if not term:
         return cases
-    digits = "".join(ch for ch in term if ch.isdigit())
+    if "\x00" in term:
+        return cases.none()  # no reference holds one, and PostgreSQL refuses it in a query
+    # ASCII digits only: str.isdigit() also accepts ² or ①, which int() refuses.
+    digits = "".join(ch for ch in term if ch in string.digits)
     matches = Q(credit_line__reference__iexact=term)
     if len(digits) == 4 and digits == term:
         matches |= Q(credit_line__customer__phone_number__endswith=digits)
@@ -62,3 +77,13 @@ def pending_overrides(case_id: int) -> QuerySet[OverrideRequest]:
     return OverrideRequest.objects.filter(
         case_id=case_id, status=OverrideRequest.Status.PENDING
     ).select_related("requested_by")
+
+
+def bulk_recovery_jobs() -> QuerySet[BulkRecoveryJob]:
+    """Bulk recoveries, newest first, with who asked for each."""
+    return BulkRecoveryJob.objects.select_related("requested_by").order_by("-created_at", "-pk")
+
+
+def case_exports() -> QuerySet[CaseExport]:
+    """Exports of case histories, newest first, with who made each."""
+    return CaseExport.objects.select_related("created_by").order_by("-created_at", "-pk")

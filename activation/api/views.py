@@ -1,7 +1,10 @@
 """The core's callbacks, verified the Standard Webhooks way."""
 
+import math
+from typing import Any
+
 from django.conf import settings
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,13 +12,89 @@ from rest_framework.views import APIView
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from activation import services
+from activation.models import CoreCallback, CreditLine
+from activation.services.core_updates import CORE_CALLBACK_TYPES
+
+BIGINT_MAX = 2**63 - 1  # PostgreSQL's bigint, where a line keeps the last version it saw
+
+
+def _max_length(model, field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+class JsonIntegerField(serializers.IntegerField):
+    """A JSON integer: not a string of digits, a float or a boolean."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def unstorable_json(value: Any) -> str | None:
+    """Say why PostgreSQL could not store ``value`` as JSON (a NUL, a NaN), or return None."""
+    pending = [value]
+    while pending:  # a loop, not recursion: a deeply nested body must not exhaust the stack
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return "A string holds a NUL character."
+        if isinstance(item, float) and not math.isfinite(item):
+            return "A number is NaN or infinite."
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+class CoreEventDataSerializer(serializers.Serializer):
+    """A callback's ``data``: every field the portal stores must fit where it is stored."""
+
+    credit_line_ref = serializers.CharField(
+        max_length=_max_length(CreditLine, "reference"), required=False
+    )
+    activation_id = serializers.CharField(
+        max_length=_max_length(CreditLine, "core_activation_id"),
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+    )
+    status = serializers.CharField(
+        max_length=_max_length(CreditLine, "status"),
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+    )
+    reason = serializers.CharField(
+        max_length=200, required=False, allow_null=True, allow_blank=True
+    )
+    version = JsonIntegerField(min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True)
 
 
 class CoreEventsView(APIView):
-    """Accept ``activation.succeeded`` / ``activation.failed`` callbacks from the core."""
+    """Accept the core's callbacks: ``activation.succeeded`` and ``activation.failed``.
+
+    What the database could not hold is refused with 400 and the reason, never a 500, which
+    the core would retry for ever. A type the contract does not define is recorded, not applied.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        webhook_id = serializers.CharField(max_length=_max_length(CoreCallback, "webhook_id"))
+        type = serializers.CharField(max_length=_max_length(CoreCallback, "event_type"))
+        data = CoreEventDataSerializer()
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            problem = unstorable_json(self.initial_data)
+            if problem:
+                raise serializers.ValidationError(problem)
+            # The types the contract defines each change one line, which they must name.
+            if attrs["type"] in CORE_CALLBACK_TYPES and not attrs["data"].get("credit_line_ref"):
+                raise serializers.ValidationError({"data": {"credit_line_ref": ["Required."]}})
+            return attrs
 
     def post(self, request: Request) -> Response:
         body = request.body
@@ -31,16 +110,23 @@ class CoreEventsView(APIView):
                 },
                 status=status.HTTP_401_UNAUTHORIZED,
             )
-        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
-            return Response(
-                {
-                    "code": "invalid_payload",
-                    "message": "Expected an event with a data object.",
-                    "details": {},
-                },
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        applied = services.record_core_callback(
-            webhook_id=request.headers["webhook-id"], payload=payload
+        if not isinstance(payload, dict):
+            return self._invalid({"non_field_errors": ["Expected an event object."]})
+        event = self.InputSerializer(data={**payload, "webhook_id": request.headers["webhook-id"]})
+        if not event.is_valid():
+            return self._invalid(event.errors)
+        outcome = services.record_core_callback(
+            webhook_id=event.validated_data["webhook_id"], payload=payload
         )
-        return Response({"status": "applied" if applied else "duplicate"})
+        return Response({"status": outcome})
+
+    @staticmethod
+    def _invalid(details: Any) -> Response:
+        return Response(
+            {
+                "code": "invalid_payload",
+                "message": "The event does not follow the contract; sending it again won't help.",
+                "details": details,
+            },
+            status=status.HTTP_400_BAD_REQUEST,
+        )

@@ -15,3 +15,28 @@ def submitted_case(customer, capture_on_commit) -> tuple[ActivationCase, CoreReq
         services.verify_and_submit(case_id=case.pk, customer=customer, code=last_sms_code())
     case.refresh_from_db()
     return case, CoreRequest.objects.get(case=case)
+
+
+def business_state() -> tuple:
+    """Everything a bad request must leave as it was: cases, lines, timelines, audit, outbox."""
+    from activation.models import (
+        CaseEvent,
+        CoreCallback,
+        CreditLine,
+        OverrideRequest,
+        SystemEvent,
+    )
+
+    return (
+        list(
+            ActivationCase.objects.order_by("pk").values_list(
+                "pk", "state", "failure_reason", "assignee_id"
+            )
+        ),
+        list(CreditLine.objects.order_by("pk").values_list("pk", "status", "core_version")),
+        list(CaseEvent.objects.order_by("pk").values_list("pk", "hash")),
+        list(OverrideRequest.objects.order_by("pk").values_list("pk", "status")),
+        SystemEvent.objects.count(),
+        CoreRequest.objects.count(),
+        CoreCallback.objects.count(),
+    )

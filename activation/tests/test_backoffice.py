@@ -109,3 +109,150 @@ def test_a_superuser_administers_staff_but_sees_no_cases_without_a_role(client, 
     sign_in(client, superuser, current_code(superuser))
     assert client.get("/backoffice/accounts/user/").status_code == 200
     assert client.get("/backoffice/activation/activationcase/").status_code == 403
+
+
+# --- Bad input answers a clear 4xx or a form error, and changes nothing -------------------------
+
+QUEUE = "/backoffice/activation/activationcase/"
+
+
+@pytest.fixture
+def review_case():
+    case = open_failed_case()
+    transition(case, to=CaseState.NEEDS_REVIEW, actor_type=ActorType.SYSTEM, reason="risk_review")
+    return case
+
+
+@pytest.fixture
+def pending_override(review_case, agent):
+    from activation.models import OverrideRequest
+    from activation.services import staff as actions
+
+    return actions.request_override(
+        case_id=review_case.pk,
+        staff=agent,
+        kind=OverrideRequest.Kind.MARK_ACTIVATED,
+        reason="The core says the line is active.",
+        core_reference="ACT-1",
+    )
+
+
+def test_a_search_for_digits_python_counts_but_int_refuses_answers_the_queue(client, agent, case):
+    sign_in(client, agent, current_code(agent))
+    for term in ("²³⁴⁵", "²", "①②③④", "𐩀𐩁"):
+        response = client.get(QUEUE, {"q": term})
+        assert response.status_code == 200, term
+    # Full-width digits from a Chinese keyboard find the case by its id.
+    full_width = str(case.pk).translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    assert case.credit_line.reference in client.get(QUEUE, {"q": full_width}).text
+
+
+def test_a_case_url_with_a_superscript_digit_says_the_case_does_not_exist(client, agent, case):
+    from .helpers import business_state
+
+    sign_in(client, agent, current_code(agent))
+    before = business_state()
+    response = client.get(f"{QUEUE}%C2%B2/change/")
+    assert response.status_code == 302
+    assert "doesn’t exist" in client.get(response["Location"], follow=True).text
+    assert business_state() == before
+
+
+def test_approving_override_abc_is_a_form_error_and_changes_nothing(
+    client, supervisor, review_case, pending_override
+):
+    from .helpers import business_state
+
+    sign_in(client, supervisor, current_code(supervisor))
+    before = business_state()
+    response = client.post(
+        f"{QUEUE}{review_case.pk}/act/approve_override/",
+        {"override_id": "abc", "reason": "Confirmed by phone."},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Enter a whole number." in response.text
+    assert business_state() == before
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("action", "fields"),
+    [
+        ("note", {"text": "Called\x00 the customer."}),
+        ("close", {"reason_code": "other", "reason": "Withdrawn\x00."}),
+        ("assign_me", {"reason": "\x00"}),
+        ("request_override", {"kind": "mark_activated", "reason": "ok", "core_reference": "A\x00"}),
+    ],
+    ids=["note", "close", "assign", "override-reference"],
+)
+def test_a_nul_character_in_what_staff_type_is_a_form_error_and_changes_nothing(
+    client, supervisor, review_case, action, fields
+):
+    from .helpers import business_state
+
+    sign_in(client, supervisor, current_code(supervisor))
+    before = business_state()
+    response = client.post(f"{QUEUE}{review_case.pk}/act/{action}/", fields, follow=True)
+    assert response.status_code == 200
+    assert "Null characters are not allowed." in response.text
+    assert business_state() == before
+
+
+def test_an_over_long_core_reference_is_a_form_error(client, supervisor, review_case):
+    from .helpers import business_state
+
+    sign_in(client, supervisor, current_code(supervisor))
+    before = business_state()
+    response = client.post(
+        f"{QUEUE}{review_case.pk}/act/request_override/",
+        {"kind": "mark_activated", "reason": "ok", "core_reference": "A" * 101},
+        follow=True,
+    )
+    assert "Ensure this value has at most 100 characters" in response.text
+    assert business_state() == before
+
+
+@pytest.mark.parametrize("page", ["config", "qrcode"])
+def test_the_authenticator_admin_pages_answer_404_for_a_device_that_does_not_exist(client, page):
+    superuser = StaffFactory(is_superuser=True)
+    sign_in(client, superuser, current_code(superuser))
+    response = client.get(f"/backoffice/otp_totp/totpdevice/987654/{page}/")
+    assert response.status_code == 404
+
+
+BACKOFFICE_PAGES = [
+    "/backoffice/",
+    "/backoffice/login/",
+    QUEUE,
+    "/backoffice/exports/",
+    "/backoffice/core-submissions/",
+    "/backoffice/no-such-page/",
+]
+
+
+@pytest.mark.parametrize("method", ["put", "delete", "trace", "patch"])
+def test_back_office_pages_answer_405_to_methods_other_than_get_head_and_post(
+    client, supervisor, review_case, method
+):
+    from .helpers import business_state
+
+    sign_in(client, supervisor, current_code(supervisor))
+    before = business_state()
+    for url in [*BACKOFFICE_PAGES, f"{QUEUE}{review_case.pk}/change/"]:
+        response = getattr(client, method)(url)
+        assert response.status_code == 405, url
+        assert response["Allow"] == "GET, HEAD, POST"
+    assert business_state() == before
+    assert client.get(QUEUE).status_code == 200  # the session is still good
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query",
+    ["q=%00", "state__exact=%00", "failure_reason__exact=a%00b", "o=%00", "%00=1"],
+)
+def test_a_nul_character_in_a_back_office_query_string_is_a_400(client, supervisor, query):
+    sign_in(client, supervisor, current_code(supervisor))
+    assert client.get(f"{QUEUE}?{query}").status_code == 400
+    assert client.get(f"/backoffice/activation/creditline/?{query}").status_code == 400

@@ -182,3 +182,100 @@ def test_a_failure_callback_sends_the_case_to_review(client, awaiting_case):
         CaseState.NEEDS_REVIEW,
         "core_rejected",
     )
+
+
+# --- Payloads the database could not store, and types the contract does not define -----------
+
+
+def _signed_event(case, change, *, webhook_id="msg_bad") -> tuple[str, dict]:
+    event = json.loads(event_body(case))
+    change(event)
+    body = json.dumps(event)  # NaN is written as the bare token NaN, as a careless core would
+    return body, signed_headers(body, webhook_id=webhook_id)
+
+
+UNSTORABLE = {
+    "a NUL in the activation id": lambda e: e["data"].update(activation_id="act\x00ivation"),
+    "a NUL in a field the portal does not read": lambda e: e["data"].update(note="a\x00b"),
+    "a NUL in a key": lambda e: e["data"].update({"n\x00te": "x"}),
+    "a NaN version": lambda e: e["data"].update(version=float("nan")),
+    "a NaN anywhere": lambda e: e.update(score=float("nan")),
+    "an infinite number": lambda e: e["data"].update(limit=float("inf")),
+    "a version of 2**63": lambda e: e["data"].update(version=2**63),
+    "a version of 2**64": lambda e: e["data"].update(version=2**64),
+    "a negative version": lambda e: e["data"].update(version=-1),
+    "a version that is a string": lambda e: e["data"].update(version="7"),
+    "a 100-character type": lambda e: e.update(type="activation." + "x" * 89),
+    "a 100-character activation id": lambda e: e["data"].update(activation_id="a" * 100),
+    "a 100-character credit-line reference": lambda e: e["data"].update(
+        credit_line_ref="CL-" + "9" * 97
+    ),
+    "data that is a list": lambda e: e.update(data=[1, 2]),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("change", UNSTORABLE.values(), ids=UNSTORABLE.keys())
+def test_a_signed_callback_the_database_could_not_store_gets_400_and_changes_nothing(
+    client, awaiting_case, change
+):
+    before = snapshot(awaiting_case)
+    body, headers = _signed_event(awaiting_case, change)
+    response = post(client, body, headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_payload"
+    assert response.json()["details"]  # says which field, or why
+    assert snapshot(awaiting_case) == before
+    assert not CoreCallback.objects.exists()
+
+
+@pytest.mark.postgres
+def test_a_200_character_webhook_id_gets_400_and_changes_nothing(client, awaiting_case):
+    before = snapshot(awaiting_case)
+    body, headers = _signed_event(awaiting_case, lambda e: None, webhook_id="msg_" + "x" * 196)
+    response = post(client, body, headers)
+    assert response.status_code == 400
+    assert "webhook_id" in response.json()["details"]
+    assert snapshot(awaiting_case) == before
+    assert not CoreCallback.objects.exists()
+
+
+def test_a_callback_type_the_contract_does_not_define_is_recorded_and_ignored(
+    client, awaiting_case
+):
+    line_before = CreditLine.objects.filter(pk=awaiting_case.credit_line_id).values().get()
+    events_before = CaseEvent.objects.filter(case=awaiting_case).count()
+    body = event_body(awaiting_case, event_type="activation.updated", status="pending")
+    response = post(client, body, signed_headers(body, webhook_id="msg_updated"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored"}
+
+    awaiting_case.refresh_from_db()
+    assert awaiting_case.state == CaseState.AWAITING_CONFIRMATION
+    assert awaiting_case.failure_reason == ""
+    assert CreditLine.objects.filter(pk=awaiting_case.credit_line_id).values().get() == line_before
+    recorded = CoreCallback.objects.get()
+    assert (recorded.webhook_id, recorded.event_type) == ("msg_updated", "activation.updated")
+    new_events = list(CaseEvent.objects.filter(case=awaiting_case).order_by("seq")[events_before:])
+    assert [(e.kind, e.state_before, e.state_after) for e in new_events] == [
+        ("core.callback_ignored", "", "")
+    ]
+    assert new_events[0].data["type"] == "activation.updated"
+    assert find_case_chain_break(awaiting_case.pk) is None
+
+    # A redelivery is a duplicate, as for any other callback.
+    response = post(client, body, signed_headers(body, webhook_id="msg_updated"))
+    assert response.json() == {"status": "duplicate"}
+    assert CaseEvent.objects.filter(case=awaiting_case).count() == events_before + 1
+
+
+def test_an_unknown_type_for_a_line_the_portal_does_not_know_is_still_acknowledged(
+    client, awaiting_case
+):
+    body = event_body(awaiting_case, event_type="line.renamed").replace(
+        awaiting_case.credit_line.reference, "CL-NOPE"
+    )
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored"}
+    assert CoreCallback.objects.get().event_type == "line.renamed"

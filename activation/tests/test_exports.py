@@ -309,3 +309,137 @@ def test_verify_audit_chain_catches_history_rewritten_past_the_trigger(history, 
     err = capsys.readouterr().err
     assert f"case {history[1].pk}:" in err
     assert f"case {history[0].pk}:" not in err
+
+
+# --- Spreadsheet formulas and masking in what the back office hands out ---------------------------
+
+FORMULAS = ('=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tX", "\rX")
+
+
+@pytest.fixture
+def formula_customers():
+    """One case per customer whose name a spreadsheet would run, and one plain customer."""
+    for text in FORMULAS:
+        open_failed_case(CustomerFactory(first_name=text, last_name=""))
+    open_failed_case(CustomerFactory(first_name="Wei", last_name="Zhang"))
+
+
+@pytest.fixture(params=[pytest.param("copy", marks=pytest.mark.postgres), "python"])
+def csv_path(request, monkeypatch):
+    """Which CSV writer the export view uses: PostgreSQL's COPY, or rows built in Python."""
+    if request.param == "python" and connection.vendor == "postgresql":
+        # The Python writer is what SQLite (``make run``) uses; make the export take it here too.
+        monkeypatch.setattr(connection, "vendor", "python-path")
+    return request.param
+
+
+def csv_rows(content: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(content.decode(), newline="")))
+
+
+def export_through_the_view(client, tmp_path, fmt: str) -> bytes:
+    """Download an export and check it against its manifest the way an auditor would."""
+    response = client.post(EXPORTS, {"format": fmt})
+    assert response.status_code == 200
+    content = download(response)
+    manifest = client.get(f"{EXPORTS}{response['X-Export-Id']}/manifest.json").content
+    (tmp_path / f"export.{fmt}").write_bytes(content)
+    (tmp_path / "manifest.json").write_bytes(manifest)
+    call_command("verify_export", str(tmp_path / f"export.{fmt}"), str(tmp_path / "manifest.json"))
+    return content
+
+
+@pytest.mark.parametrize("pii", [False, True], ids=["masked", "with-pii"])
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
+    formula_customers, csv_path, pii, auditor_client, auditor, tmp_path
+):
+    from django.contrib.auth.models import Permission
+
+    if pii:
+        auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    names = {row["customer_name"] for row in csv_rows(content)}
+    if pii:
+        assert names == {"'" + text for text in FORMULAS} | {"Wei Zhang"}
+    else:
+        assert names == {"'" + text[0] + "***" for text in FORMULAS} | {"W***"}
+
+
+@pytest.mark.parametrize("pii", [False, True], ids=["masked", "with-pii"])
+def test_xlsx_cells_are_strings_never_formulas(
+    formula_customers, pii, auditor_client, auditor, tmp_path
+):
+    from django.contrib.auth.models import Permission
+    from openpyxl import load_workbook
+
+    if pii:
+        auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    content = export_through_the_view(auditor_client, tmp_path, "xlsx")
+    sheet = load_workbook(io.BytesIO(content))["events"]
+    column = COLUMNS.index("customer_name") + 1
+    cells = [sheet.cell(row=n, column=column) for n in range(2, sheet.max_row + 1)]
+    assert len(cells) == len(FORMULAS) + 1
+    assert {cell.data_type for cell in cells} == {"s"}
+    link = FORMULAS[0] if pii else "=***"
+    assert link in {cell.value for cell in cells}
+
+
+@pytest.fixture
+def customer_and_staff_events(customer, agent):
+    """A customer's own step from an IPv4 address, and a staff note from an IPv6 one."""
+    from activation import services
+    from activation.services import staff as staff_actions
+    from activation.timeline import RequestContext
+
+    case = open_failed_case(customer)
+    services.start_verification(
+        case_id=case.pk, customer=customer, context=RequestContext(ip_address="203.0.113.7")
+    )
+    staff_actions.add_note(
+        case_id=case.pk,
+        staff=agent,
+        text="Called the customer.",
+        context=RequestContext(ip_address="2001:db8:85a3::8a2e:370:7334"),
+    )
+    return case
+
+
+def _actors_and_addresses(rows) -> set[tuple[str, str, str]]:
+    return {(row["actor_type"], row["actor"], row["ip_address"]) for row in rows}
+
+
+def _masked_people_are_as_expected(content: bytes, rows, customer, agent) -> None:
+    assert _actors_and_addresses(rows) - {("system", "", "")} == {
+        ("customer", customer.username[0] + "***", "203.0.*.*"),
+        ("staff", agent.username, "2001:db8:*"),
+    }
+    assert customer.username not in content.decode()
+    assert "203.0.113.7" not in content.decode()
+
+
+def test_a_masked_csv_masks_a_customer_actor_and_every_address(
+    customer_and_staff_events, csv_path, auditor_client, customer, agent, tmp_path
+):
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    _masked_people_are_as_expected(content, csv_rows(content), customer, agent)
+
+
+def test_masked_json_lines_mask_a_customer_actor_and_every_address(
+    customer_and_staff_events, auditor_client, customer, agent, tmp_path
+):
+    content = export_through_the_view(auditor_client, tmp_path, "jsonl")
+    rows = [json.loads(line) for line in content.decode().splitlines()]
+    _masked_people_are_as_expected(content, rows, customer, agent)
+
+
+def test_with_view_pii_the_actor_and_address_are_exported_whole(
+    customer_and_staff_events, csv_path, auditor_client, auditor, customer, agent, tmp_path
+):
+    from django.contrib.auth.models import Permission
+
+    auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    rows = csv_rows(export_through_the_view(auditor_client, tmp_path, "csv"))
+    assert _actors_and_addresses(rows) - {("system", "", "")} == {
+        ("customer", customer.username, "203.0.113.7"),
+        ("staff", agent.username, "2001:db8:85a3::8a2e:370:7334"),
+    }
