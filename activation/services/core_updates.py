@@ -1,16 +1,28 @@
 """What the core reports about a line, by callback or by poll, and escalation of silence."""
 
-from datetime import timedelta
-from typing import Any
+import time
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from portal.breaker import core_breaker
 from portal.errors import DomainError
 
 from ..core.client import CoreClient, CoreUnavailable, CreditLineStatus
-from ..models import OPEN_STATES, ActivationCase, ActorType, CoreCallback, CreditLine, FailureReason
+from ..models import (
+    OPEN_STATES,
+    ActivationCase,
+    ActorType,
+    CoreCallback,
+    CoreRequest,
+    CreditLine,
+    FailureReason,
+)
 from ..timeline import append_case_event
 from ..transitions import transition
 from ._common import S, core_client, lock_case
@@ -23,6 +35,7 @@ def apply_line_status(
     version: int | None,
     body: dict[str, Any],
     failure_reason: str = "",
+    event_data: dict[str, Any] | None = None,
 ) -> bool:
     """Mirror the core's word about a line onto it and its case; False if it was old news."""
     line = CreditLine.objects.select_for_update().get(pk=case.credit_line_id)
@@ -35,7 +48,12 @@ def apply_line_status(
     line.save(update_fields=["core_version", "core_activation_id", "status"])
 
     if status == CreditLine.Status.ACTIVE and case.state in OPEN_STATES:
-        transition(case, to=S.ACTIVATED, actor_type=ActorType.CORE, data={"version": version})
+        transition(
+            case,
+            to=S.ACTIVATED,
+            actor_type=ActorType.CORE,
+            data={"version": version, **(event_data or {})},
+        )
     elif failure_reason and case.state in (S.SUBMITTING, S.AWAITING_CONFIRMATION):
         transition(
             case,
@@ -52,14 +70,24 @@ class UnknownCreditLine(DomainError):
     http_status = 422
 
 
+# The callback types the contract defines (core-credit-api.md). Any other type is recorded and
+# acknowledged but never applied: a newer core's event must not read as a failed activation.
+CORE_CALLBACK_TYPES = frozenset({"activation.succeeded", "activation.failed"})
+CallbackOutcome = Literal["applied", "duplicate", "ignored"]
+
+
 @transaction.atomic
-def record_core_callback(*, webhook_id: str, payload: dict[str, Any]) -> bool:
-    """Apply a verified callback from the core; False if it was a redelivery already applied."""
+def record_core_callback(*, webhook_id: str, payload: dict[str, Any]) -> CallbackOutcome:
+    """Record a verified callback from the core and apply it if its type is one we know.
+
+    ``payload`` has been validated (lengths, integers, no NUL or NaN) by the API.
+    """
     data = payload.get("data") or {}
     event_type = str(payload.get("type", ""))
+    known = event_type in CORE_CALLBACK_TYPES
     reference = str(data.get("credit_line_ref", ""))
     line = CreditLine.objects.filter(reference=reference).first()
-    if line is None:
+    if line is None and known:
         raise UnknownCreditLine(f"No credit line {reference!r}.", credit_line_ref=reference)
     try:
         # Delivery is at least once: the unique webhook id makes a redelivery a no-op.
@@ -68,12 +96,18 @@ def record_core_callback(*, webhook_id: str, payload: dict[str, Any]) -> bool:
                 webhook_id=webhook_id, event_type=event_type, payload=payload
             )
     except IntegrityError:
-        return False
+        return "duplicate"
 
-    case = line.cases.order_by("-opened_at", "-pk").first()
+    case = line.cases.order_by("-opened_at", "-pk").first() if line else None
     if case is None:
-        return True
+        return "applied" if known else "ignored"
     case = lock_case(case.pk)
+    if not known:
+        unknown = {"webhook_id": webhook_id, "type": event_type, "data": data}
+        append_case_event(
+            case, kind="core.callback_ignored", actor_type=ActorType.CORE, data=unknown
+        )
+        return "ignored"
     version = data.get("version") if isinstance(data.get("version"), int) else None
     if event_type == "activation.succeeded":
         status, failure = CreditLine.Status.ACTIVE, ""
@@ -86,26 +120,48 @@ def record_core_callback(*, webhook_id: str, payload: dict[str, Any]) -> bool:
         data={"webhook_id": webhook_id, "type": event_type, "version": version, "data": data},
     )
     apply_line_status(case, status=status, version=version, body=data, failure_reason=failure)
-    return True
+    return "applied"
+
+
+# A case handed to staff for one of these reasons may have gone through at the core after all (a
+# delivery that timed out may have arrived; a confirmation may come after the SLA), so the core
+# is still asked about it. Other reasons (too many attempts, a refusal, a risk hold) are settled.
+REVIEW_REASONS_STILL_POLLED = (FailureReason.SYNC_TIMEOUT, FailureReason.CORE_UNAVAILABLE)
 
 
 def reconcile_activations(*, client: CoreClient | None = None) -> dict[str, int]:
-    """Ask the core about cases waiting too long for a callback; escalate those past the SLA."""
-    now = timezone.now()
-    poll_before = now - timedelta(seconds=settings.ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS)
-    waiting = list(
-        ActivationCase.objects.filter(
-            state=S.AWAITING_CONFIRMATION, state_changed_at__lte=poll_before
-        ).values_list("pk", "credit_line__reference")
-    )
-    counts = {"polled": 0, "activated": 0, "escalated": 0, "unreachable": 0}
+    """Ask the core about cases it may have settled unseen; escalate those past the SLA.
+
+    Asked about: cases waiting too long for a callback, and cases handed to staff whose request
+    may have reached the core (at most once per ``ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS``
+    each). A run is bounded so that an outage costs it little: an open core breaker skips
+    polling, and the run stops after ``ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE``
+    unanswered reads in a row or once ``ACTIVATION_RECONCILE_BUDGET_SECONDS`` have passed. What
+    is left over is counted as ``skipped`` and asked about by the next run.
+    """
+    cases = _cases_to_poll(timezone.now())
+    counts = {"polled": 0, "activated": 0, "escalated": 0, "unreachable": 0, "skipped": 0}
+    breaker = core_breaker()
+    deadline = time.monotonic() + settings.ACTIVATION_RECONCILE_BUDGET_SECONDS
+    unreachable_in_a_row = 0
     with core_client(client) as core:
-        for case_id, reference in waiting:
+        for done, (case_id, reference) in enumerate(cases):
+            if (
+                unreachable_in_a_row >= settings.ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE
+                or time.monotonic() >= deadline
+                or not breaker.allow()  # last: a half-open trial is only taken to be used
+            ):
+                counts["skipped"] = len(cases) - done
+                break
             try:
                 line_status = core.get_credit_line(reference)
             except CoreUnavailable:
+                breaker.record_failure()
+                unreachable_in_a_row += 1
                 counts["unreachable"] += 1
                 continue
+            breaker.record_success()
+            unreachable_in_a_row = 0
             counts["polled"] += 1
             if line_status is not None and _record_poll(case_id, line_status):
                 counts["activated"] += 1
@@ -113,22 +169,74 @@ def reconcile_activations(*, client: CoreClient | None = None) -> dict[str, int]
     return counts
 
 
+def _cases_to_poll(now: datetime) -> list[tuple[int, str]]:
+    """``(case id, line reference)`` to ask the core about, those awaiting a callback first."""
+    limit = settings.ACTIVATION_RECONCILE_MAX_POLLS_PER_RUN
+    poll_before = now - timedelta(seconds=settings.ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS)
+    waiting = list(
+        ActivationCase.objects.filter(
+            state=S.AWAITING_CONFIRMATION, state_changed_at__lte=poll_before
+        )
+        .order_by("state_changed_at")
+        .values_list("pk", "credit_line__reference")[:limit]
+    )
+    in_review = list(
+        ActivationCase.objects.filter(
+            # Only a case whose request went out at least once can have reached the core.
+            Exists(CoreRequest.objects.filter(case=OuterRef("pk"), attempts__gte=1)),
+            state=S.NEEDS_REVIEW,
+            failure_reason__in=REVIEW_REASONS_STILL_POLLED,
+        )
+        .order_by("state_changed_at")
+        .values_list("pk", "credit_line__reference")
+    )
+    return waiting + _not_polled_recently(in_review, now)[: max(limit - len(waiting), 0)]
+
+
+def _review_poll_key(case_id: int) -> str:
+    return f"reconcile:review-polled:{case_id}"
+
+
+def _not_polled_recently(cases: list[tuple[int, str]], now: datetime) -> list[tuple[int, str]]:
+    """The cases in review not asked about within the review poll interval."""
+    # The marker holds the time of the poll, not just its presence, so that a test moving the
+    # clock (and a cache that keeps keys a little longer) still sees the interval as set.
+    cutoff = now.timestamp() - settings.ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS
+    due = []
+    for start in range(0, len(cases), 500):
+        chunk = cases[start : start + 500]
+        polled_at = cache.get_many([_review_poll_key(case_id) for case_id, _ref in chunk])
+        due += [case for case in chunk if polled_at.get(_review_poll_key(case[0]), 0) <= cutoff]
+    return due
+
+
+def _remember_review_poll(case_id: int) -> None:
+    interval = settings.ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS
+    cache.set(_review_poll_key(case_id), timezone.now().timestamp(), timeout=interval * 2)
+
+
 @transaction.atomic
 def _record_poll(case_id: int, line_status: CreditLineStatus) -> bool:
+    """Apply what the core said about a polled case; True if that activated it."""
     case = lock_case(case_id)
-    if case.state != S.AWAITING_CONFIRMATION:
-        return False  # something else (a callback, another poller) settled it meanwhile
-    append_case_event(
-        case,
-        kind="core.polled",
-        actor_type=ActorType.SYSTEM,
-        data={"status": line_status.status, "version": line_status.version},
-    )
+    data = {"status": line_status.status, "version": line_status.version}
+    body = {"activation_id": line_status.activation_id}
+    if case.state == S.AWAITING_CONFIRMATION:
+        append_case_event(case, kind="core.polled", actor_type=ActorType.SYSTEM, data=data)
+        apply_line_status(case, status=line_status.status, version=line_status.version, body=body)
+        return case.state == S.ACTIVATED
+    if case.state != S.NEEDS_REVIEW:
+        return False  # something else (a callback, another poller, staff) settled it meanwhile
+    if line_status.status != CreditLine.Status.ACTIVE:
+        # Nothing new for staff: ask again after the interval, without filling the timeline.
+        _remember_review_poll(case_id)
+        return False
+    # The core finished after the case was handed to staff: the line is active, so the case is
+    # resolved and the customer told, with the timeline saying it was found by polling.
+    why = {"found_by": "poll", "was_in_review_for": case.failure_reason}
+    append_case_event(case, kind="core.polled", actor_type=ActorType.SYSTEM, data={**data, **why})
     apply_line_status(
-        case,
-        status=line_status.status,
-        version=line_status.version,
-        body={"activation_id": line_status.activation_id},
+        case, status=line_status.status, version=line_status.version, body=body, event_data=why
     )
     return case.state == S.ACTIVATED
 

@@ -138,9 +138,11 @@ def _fail_locked_out(case: ActivationCase, actor: dict[str, Any]) -> None:
         .values_list("seq", flat=True)
         .first()
     )
+    # Each burned code is one failed transition; the hand-over to staff itself is not a lock-out.
     lockouts = CaseEvent.objects.filter(
         case=case,
         kind="state.changed",
+        state_after=S.FAILED,
         data__reason=FailureReason.TOO_MANY_ATTEMPTS,
         seq__gt=cleared or 0,
     ).count()

@@ -58,6 +58,19 @@ class HashedCodeContract(ChannelContract):
             clock.shift(20)  # well inside the usual cooldown
             assert self.check(user, self.fresh_code(user)) == CheckResult.OK
 
+    def test_a_new_code_after_a_burned_one_passes_at_once_with_its_own_guesses(self, user):
+        with time_machine.travel(timezone.now(), tick=False) as clock:
+            code = self.fresh_code(user)
+            for _attempt in range(5):
+                self.check(user, wrong(code))
+                clock.shift(10)  # the pace the throttle asks of one code (1, 2, 4, 8 s)
+            new = self.fresh_code(user)
+            # Neither the old code's throttle nor its guesses carry over to the new one.
+            results = [self.check(user, wrong(new))]
+            clock.shift(1)
+            results.append(self.check(user, new))
+        assert results == [CheckResult.INVALID, CheckResult.OK]
+
     def test_a_resend_inside_the_cooldown_is_refused_with_the_time_left(self, user):
         self.fresh_code(user)
         with pytest.raises(ResendTooSoon) as refused:

@@ -4,7 +4,10 @@ from activation.services import reconcile_activations
 
 
 class Command(BaseCommand):
-    help = "Poll the core for cases awaiting confirmation and escalate those past the SLA."
+    help = (
+        "Poll the core for cases awaiting confirmation or with staff after a possible delivery, "
+        "and escalate those past the SLA."
+    )
 
     def handle(self, *args, **options):
         counts = reconcile_activations()
