@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Ports for `make run` (WEB_PORT=8100 CORE_PORT=8101 make run). The worker reaches the simulator
+# at CORE_API_URL, derived from CORE_PORT unless set explicitly (e.g. to a real core).
+WEB_PORT ?= 8000
+CORE_PORT ?= 8001
+CORE_API_URL ?= http://127.0.0.1:$(CORE_PORT)
 
 .PHONY: run test lint format bench setup clean
 
@@ -20,10 +25,12 @@ run: $(STAMP)
 	$(BIN)/python manage.py compilemessages -v0 --ignore=.venv
 	$(BIN)/python manage.py seed_demo
 	@echo
-	@echo "Open http://127.0.0.1:8000/ (customers) and http://127.0.0.1:8000/backoffice/ (staff)."
+	@echo "Open http://127.0.0.1:$(WEB_PORT)/ (customers) and http://127.0.0.1:$(WEB_PORT)/backoffice/ (staff)."
+	@echo "The worker sends activations to the core at $(CORE_API_URL)."
 	@echo "SMS codes appear below as JSON lines (also in var/sms.jsonl). Ctrl-C stops everything."
 	@echo
-	$(BIN)/honcho -f Procfile.dev start
+	WEB_PORT=$(WEB_PORT) CORE_PORT=$(CORE_PORT) CORE_API_URL=$(CORE_API_URL) \
+		$(BIN)/honcho -f Procfile.dev start
 
 # Strict mode (TEST_STRICT=1, as in CI) turns a missing service or browser into a failure.
 test: $(STAMP)

@@ -2,9 +2,11 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 
+from activation.timeline import RequestContext
 from portal.backoffice import backoffice
 
 from .models import User
+from .role_changes import record_role_change, role_snapshot
 
 
 @admin.register(User, site=backoffice)
@@ -14,3 +16,19 @@ class UserAdmin(BaseUserAdmin):
         *BaseUserAdmin.fieldsets,
         (_("Customer"), {"fields": ("phone_number", "customer_reference")}),
     )
+
+    # The admin saves the user (save_model) and then its groups and permissions (save_related),
+    # all inside the change view's transaction: read the role before the first, record after the
+    # second, so the audit event commits or rolls back with the change itself.
+    def save_model(self, request, obj, form, change):
+        request._role_before = role_snapshot(obj.pk if change else None)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        record_role_change(
+            user=form.instance,
+            before=request._role_before,
+            changed_by=request.user,
+            ip=RequestContext.from_request(request).ip_address,
+        )

@@ -14,7 +14,14 @@ from portal.backoffice import backoffice
 
 from . import selectors
 from .integrity import last_verification
-from .models import ActivationCase, CaseEvent, CoreRequest, CreditLine, OverrideRequest
+from .models import (
+    ActivationCase,
+    CaseEvent,
+    CaseState,
+    CoreRequest,
+    CreditLine,
+    OverrideRequest,
+)
 from .roles import can
 
 
@@ -219,7 +226,11 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             **(extra_context or {}),
-            "state_counts": selectors.case_counts_by_state(),
+            # (code, label, count): the link filters by code, people read the label.
+            "state_counts": [
+                (state, CaseState(state).label, count)
+                for state, count in selectors.case_counts_by_state().items()
+            ],
             "last_verification": last_verification(),
         }
         return super().changelist_view(request, extra_context)

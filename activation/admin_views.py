@@ -1,11 +1,12 @@
 """Back-office pages beyond Django's change lists: case actions, bulk recovery, the switch."""
 
 import json
-from datetime import datetime
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -16,9 +17,11 @@ from django.utils.translation import gettext_lazy
 from portal.backoffice import backoffice
 from portal.breaker import core_breaker, sms_gateway_breaker
 from portal.errors import DomainError
+from portal.middleware import client_ip
 
 from . import selectors
 from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
+from .forms import CaseActionForm
 from .models import (
     CaseExport,
     CaseState,
@@ -29,6 +32,7 @@ from .models import (
 )
 from .roles import can
 from .services import staff as actions
+from .services.bulk_recovery import start_bulk_recovery
 from .services.emergency import set_core_submissions_paused
 from .timeline import RequestContext
 
@@ -48,13 +52,14 @@ CASE_ACTIONS = {
 
 def case_page_context(request: HttpRequest, case_id: str) -> dict:
     """What the case page shows beside the case: notes, overrides, and the actions allowed."""
-    notes = (
-        selectors.case_timeline(int(case_id)).filter(kind="note.added") if case_id.isdigit() else []
-    )
+    # ASCII digits only: "²".isdigit() is true, but int() refuses it (the admin then says the
+    # case does not exist).
+    known = case_id.isascii() and case_id.isdigit()
+    notes = selectors.case_timeline(int(case_id)).filter(kind="note.added") if known else []
     user = request.user
     return {
         "notes": notes,
-        "pending_overrides": selectors.pending_overrides(int(case_id)) if case_id.isdigit() else [],
+        "pending_overrides": selectors.pending_overrides(int(case_id)) if known else [],
         "allowed_actions": {
             name for name, permission in CASE_ACTIONS.items() if can(user, permission)
         },
@@ -63,9 +68,8 @@ def case_page_context(request: HttpRequest, case_id: str) -> dict:
     }
 
 
-def _run(action: str, request: HttpRequest, case_id: int) -> str:
-    """Call the service for ``action``; return the message to show."""
-    post = request.POST
+def _run(action: str, request: HttpRequest, case_id: int, post: dict) -> str:
+    """Call the service for ``action`` with the form's cleaned ``post``; return the message."""
     staff = request.user
     context = RequestContext.from_request(request)
     common = {"case_id": case_id, "staff": staff, "context": context}
@@ -96,7 +100,7 @@ def _run(action: str, request: HttpRequest, case_id: int) -> str:
             core_reference=post.get("core_reference", ""),
         )
         return _("Override requested; a supervisor must approve it.")
-    override_id = int(post.get("override_id") or 0)
+    override_id = post.get("override_id") or 0
     if not OverrideRequest.objects.filter(pk=override_id, case_id=case_id).exists():
         raise Http404
     if action == "approve_override":
@@ -115,8 +119,12 @@ def case_action(request: HttpRequest, case_id: int, action: str) -> HttpResponse
         return redirect("backoffice:activation_activationcase_change", case_id)
     if not can(request.user, CASE_ACTIONS[action]):
         raise PermissionDenied
+    form = CaseActionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.error_message())
+        return redirect("backoffice:activation_activationcase_change", case_id)
     try:
-        messages.success(request, _run(action, request, case_id))
+        messages.success(request, _run(action, request, case_id, form.cleaned_data))
     except actions.NotPermitted as error:
         raise PermissionDenied(error.message) from error
     except DomainError as error:
@@ -138,29 +146,48 @@ class BulkRecoveryForm(forms.Form):
 
 
 def bulk_recovery(request: HttpRequest) -> HttpResponse:
+    """Start a bulk recovery (a worker carries it out) and list the recent ones."""
     if not can(request.user, "bulk_recover"):
         raise PermissionDenied
     form = BulkRecoveryForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        since: datetime = form.cleaned_data["since"]
-        result = actions.bulk_recover(
-            staff=request.user,
-            since=since,
-            until=form.cleaned_data["until"],
-            reason=form.cleaned_data["reason"],
-        )
-        messages.success(
-            request,
-            _("%(resubmitted)d of %(candidates)d cases were sent to the core again.") % result,
-        )
-        return redirect("backoffice:bulk-recovery")
+        try:
+            job = start_bulk_recovery(
+                staff=request.user,
+                since=form.cleaned_data["since"],
+                until=form.cleaned_data["until"],
+                reason=form.cleaned_data["reason"],
+                context=RequestContext.from_request(request),
+            )
+        except DomainError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, _("The bulk recovery has started."))
+            return redirect("backoffice:bulk-recovery-job", job.pk)
     context = {
         **backoffice.each_context(request),
         "title": _("Bulk recovery after an outage"),
         "form": form,
         "reasons": actions.BULK_RECOVERY_REASONS,
+        "jobs": selectors.bulk_recovery_jobs()[:10],
     }
     return TemplateResponse(request, "backoffice/bulk_recovery.html", context)
+
+
+def bulk_recovery_job(request: HttpRequest, job_id: int) -> HttpResponse:
+    """One bulk recovery's progress; the page reloads itself until the job is over."""
+    if not can(request.user, "bulk_recover"):
+        raise PermissionDenied
+    job = selectors.bulk_recovery_jobs().filter(pk=job_id).first()
+    if job is None:
+        raise Http404
+    context = {
+        **backoffice.each_context(request),
+        "title": _("Bulk recovery #%(job)d") % {"job": job.pk},
+        "job": job,
+        "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
+    }
+    return TemplateResponse(request, "backoffice/bulk_recovery_job.html", context)
 
 
 class SwitchForm(forms.Form):
@@ -190,7 +217,7 @@ def core_switch(request: HttpRequest) -> HttpResponse:
             paused=not paused,
             actor=request.user,
             reason=form.cleaned_data["reason"],
-            ip=request.META.get("REMOTE_ADDR"),
+            ip=client_ip(request),
         )
         messages.success(
             request,
@@ -240,6 +267,9 @@ class ExportForm(forms.Form):
         )
 
 
+EXPORTS_PER_PAGE = 20
+
+
 def case_exports(request: HttpRequest) -> HttpResponse:
     """Auditors and supervisors download case histories; the manifest is kept beside them."""
     if not can(request.user, "export_case_history"):
@@ -259,7 +289,9 @@ def case_exports(request: HttpRequest) -> HttpResponse:
         **backoffice.each_context(request),
         "title": _("Export case histories"),
         "form": form,
-        "exports": CaseExport.objects.select_related("created_by")[:20],
+        "exports": Paginator(selectors.case_exports(), EXPORTS_PER_PAGE).get_page(
+            request.GET.get("page")
+        ),
     }
     return TemplateResponse(request, "backoffice/exports.html", context)
 

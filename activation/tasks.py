@@ -7,6 +7,7 @@ from verification.delivery import DeliveryError
 
 from . import services
 from .integrity import verify_and_record
+from .services.bulk_recovery import run_bulk_recovery as run_bulk_recovery_job
 from .services.notifications import notify_customer_of_resolution
 
 
@@ -50,3 +51,9 @@ def notify_case_resolved(case_id: int) -> None:
 def verify_audit_chains() -> int:
     """Nightly: verify every chain and record the result on the audit trail."""
     return len(verify_and_record())
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_bulk_recovery(job_id: int) -> None:
+    """Carry out a bulk recovery; a redelivery after a lost worker resumes from its progress."""
+    run_bulk_recovery_job(job_id=job_id)

@@ -1,17 +1,27 @@
 """A real Celery worker process on Redis and PostgreSQL carries a retry to a real simulator."""
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from activation import services
-from activation.models import CaseEvent, CaseState, CoreRequest
+from activation.models import (
+    ActorType,
+    BulkRecoveryJob,
+    CaseEvent,
+    CaseState,
+    CoreRequest,
+    FailureReason,
+)
+from activation.services.bulk_recovery import start_bulk_recovery
 from activation.tasks import sweep_core_outbox
 from activation.timeline import find_case_chain_break
+from activation.transitions import transition
 from portal.celery import app as celery_app
 
 from .factories import CustomerFactory, open_failed_case
@@ -187,3 +197,37 @@ def test_a_worker_whose_connections_died_reconnects_without_failing_a_task(named
     wait_until(lambda: not worker_backends(), timeout=10, what="the connections to end")
     sweep(named_worker, 4)  # would fail the first task of each process without health checks
     assert worker_backends()
+
+
+def test_a_worker_carries_out_a_bulk_recovery_in_batches(workers, worker_env, supervisor):
+    worker_env["ACTIVATION_BULK_RECOVERY_BATCH_SIZE"] = "2"
+    worker = workers()
+    cases = []
+    for _ in range(5):
+        case = open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE)
+        transition(
+            case,
+            to=CaseState.NEEDS_REVIEW,
+            actor_type=ActorType.SYSTEM,
+            reason=FailureReason.CORE_UNAVAILABLE,
+        )
+        cases.append(case)
+    job = start_bulk_recovery(
+        staff=supervisor,
+        since=timezone.now() - timedelta(hours=1),
+        until=timezone.now() + timedelta(hours=1),
+        reason="after the outage",
+    )
+
+    def done() -> bool:
+        job.refresh_from_db()
+        return job.status == BulkRecoveryJob.Status.DONE
+
+    try:
+        wait_until(done, timeout=60, what="the bulk recovery job")
+    except AssertionError:
+        print(worker.output())
+        raise
+    assert (job.total, job.processed, job.resubmitted, job.skipped) == (5, 5, 5, 0)
+    assert CoreRequest.objects.filter(case__in=cases).count() == 5
+    assert "run_bulk_recovery" in worker.output()

@@ -2,6 +2,7 @@
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from portal.errors import DomainError
@@ -34,10 +35,10 @@ def set_core_submissions_paused(
     ``actor`` None is an operator at the command line; a person must hold the permission.
     """
     if actor is not None and not can(actor, "operate_core_switch"):
-        raise NotPermitted("You are not allowed to pause or resume core submissions.")
+        raise NotPermitted(_("You are not allowed to pause or resume core submissions."))
     reason = reason.strip()
     if not reason:
-        raise ReasonRequired("Say why.")
+        raise ReasonRequired(_("Say why: it goes on the audit trail."))
     switch = _switch_for_update()
     was_paused = switch.paused
     switch.paused = paused

@@ -11,7 +11,6 @@ from accounts.models import User
 from portal.errors import DomainError
 from verification.models import SMSDevice
 
-from ..audit import record_system_event
 from ..models import (
     ActivationCase,
     ActorType,
@@ -321,43 +320,3 @@ def reject_override(
         **_staff_actor(staff, context),
     )
     return override
-
-
-def bulk_recover(*, staff: User, since: datetime, until: datetime, reason: str) -> dict[str, int]:
-    """After an outage, resubmit every case that failed for want of the core in the window."""
-    _require(staff, "bulk_recover")
-    reason = _require_reason(reason)
-    candidates = list(
-        ActivationCase.objects.filter(
-            state=S.NEEDS_REVIEW,
-            failure_reason__in=BULK_RECOVERY_REASONS,
-            state_changed_at__gte=since,
-            state_changed_at__lt=until,
-        ).values_list("pk", flat=True)
-    )
-    resubmitted = 0
-    for case_id in candidates:
-        with transaction.atomic():
-            case = lock_case(case_id)
-            # Re-checked under the lock: staff may have handled it since the list was read.
-            if case.state != S.NEEDS_REVIEW or case.failure_reason not in BULK_RECOVERY_REASONS:
-                continue
-            _resubmit(
-                case,
-                staff=staff,
-                data={"reason": reason, "bulk_recovery": True},
-                context=SYSTEM_CONTEXT,
-            )
-            resubmitted += 1
-    record_system_event(
-        kind="cases.bulk_recovered",
-        actor=staff,
-        data={
-            "since": since.isoformat(),
-            "until": until.isoformat(),
-            "reason": reason,
-            "candidates": len(candidates),
-            "resubmitted": resubmitted,
-        },
-    )
-    return {"candidates": len(candidates), "resubmitted": resubmitted}

@@ -46,8 +46,29 @@ def test_the_queue_puts_the_most_overdue_first_and_counts_every_state(agent_clie
     open_failed_case()  # failed, not in review
     page = agent_client.get(QUEUE + "?state__exact=needs_review")
     assert row_ids(page) == [later.pk, late.pk, fresh.pk]
-    assert "needs_review: <strong>3</strong>" in page.text
-    assert "failed: <strong>1</strong>" in page.text
+    assert "Being reviewed by our staff: <strong>3</strong>" in page.text
+    assert "Failed: <strong>1</strong>" in page.text
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_the_queue_names_states_in_the_readers_language_never_by_their_code(agent_client, language):
+    in_review()
+    page = agent_client.get(QUEUE, HTTP_ACCEPT_LANGUAGE=language)
+    visible = re.sub(r"<[^>]+>", " ", page.text)  # what a reader sees, not link targets
+    for state in CaseState:
+        assert state.value not in visible, state.value
+        assert state.name not in visible, state.name
+    if language == "zh-hans":
+        assert "工作人员审核中: <strong>1</strong>" in page.text
+    assert f'href="?state__exact={CaseState.NEEDS_REVIEW.value}"' in page.text
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_the_back_office_sign_in_labels_the_code_field_in_the_readers_language(client, language):
+    page = client.get("/backoffice/login/", HTTP_ACCEPT_LANGUAGE=language)
+    assert "OTP Token" not in page.text
+    label = {"en": "Verification code", "zh-hans": "验证码"}[language]
+    assert f'<label for="id_otp_token">{label}:</label>' in page.text
 
 
 def test_filters_narrow_the_queue(agent_client, agent):

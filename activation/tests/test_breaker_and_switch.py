@@ -4,7 +4,7 @@ import pytest
 import time_machine
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from activation import services
 from activation.audit import find_system_chain_break
@@ -117,9 +117,13 @@ def test_pausing_queues_submissions_and_resuming_drains_them(
     assert find_system_chain_break() is None
 
 
-def test_pausing_without_a_reason_is_refused():
-    with pytest.raises(ReasonRequired):
+def test_pausing_without_a_reason_is_refused_in_the_operators_language():
+    with pytest.raises(ReasonRequired) as refused:
         set_core_submissions_paused(paused=True, actor=None, reason="  ")
+    assert refused.value.message == "Say why: it goes on the audit trail."
+    with translation.override("zh-hans"), pytest.raises(ReasonRequired) as refused:
+        set_core_submissions_paused(paused=True, actor=None, reason="  ")
+    assert refused.value.message == "请说明原因：它将记录在审计轨迹中。"
     assert not SystemEvent.objects.exists()
 
 

@@ -12,6 +12,7 @@ from activation.models import (
     OverrideRequest,
     SystemEvent,
 )
+from activation.services import bulk_recovery as bulk
 from activation.services import staff as actions
 from activation.services.emergency import set_core_submissions_paused
 from activation.timeline import find_case_chain_break
@@ -82,7 +83,7 @@ ACTIONS = {
     "reject override": lambda who, case, other: actions.reject_override(
         override_id=_colleagues_override(case, other), staff=who, reason="no proof"
     ),
-    "bulk recover": lambda who, case, other: actions.bulk_recover(
+    "bulk recover": lambda who, case, other: bulk.start_bulk_recovery(
         staff=who,
         since=timezone.now() - timedelta(hours=1),
         until=timezone.now() + timedelta(minutes=1),
@@ -250,25 +251,69 @@ def test_bulk_recovery_takes_only_core_failures_inside_the_window(
     review_case, supervisor, django_capture_on_commit_callbacks
 ):
     other = unverified_review_case()  # too_many_attempts: not a core failure
-    result = actions.bulk_recover(
+    yesterday = bulk.start_bulk_recovery(
         staff=supervisor,
         since=timezone.now() - timedelta(days=2),
         until=timezone.now() - timedelta(days=1),
         reason="yesterday's outage",
     )
-    assert result == {"candidates": 0, "resubmitted": 0}
-    result = actions.bulk_recover(
+    yesterday = bulk.run_bulk_recovery(job_id=yesterday.pk)
+    assert (yesterday.status, yesterday.total, yesterday.resubmitted) == ("done", 0, 0)
+    today = bulk.start_bulk_recovery(
         staff=supervisor,
         since=timezone.now() - timedelta(hours=1),
         until=timezone.now() + timedelta(minutes=1),
         reason="today's outage",
     )
-    assert result == {"candidates": 1, "resubmitted": 1}
+    today = bulk.run_bulk_recovery(job_id=today.pk)
+    assert (today.status, today.total, today.resubmitted, today.skipped) == ("done", 1, 1, 0)
     review_case.refresh_from_db()
     other.refresh_from_db()
     assert review_case.state == CaseState.SUBMITTING
     assert other.state == CaseState.NEEDS_REVIEW
+    assert SystemEvent.objects.filter(kind="cases.bulk_recovery_started").count() == 2
     assert SystemEvent.objects.filter(kind="cases.bulk_recovered").count() == 2
+
+
+def test_a_bulk_recovery_goes_through_the_window_in_batches_leaving_out_closed_cases(
+    supervisor, agent, django_capture_on_commit_callbacks
+):
+    cases = [
+        open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE) for _ in range(5)
+    ]
+    for case in cases:
+        transition(
+            case,
+            to=CaseState.NEEDS_REVIEW,
+            actor_type=ActorType.SYSTEM,
+            reason=FailureReason.CORE_UNAVAILABLE,
+        )
+    job = bulk.start_bulk_recovery(
+        staff=supervisor,
+        since=timezone.now() - timedelta(hours=1),
+        until=timezone.now() + timedelta(minutes=1),
+        reason="after the outage",
+    )
+    # Staff close one case before the job reaches it.
+    actions.close_case(case_id=cases[3].pk, staff=agent, reason_code="duplicate", text="twice")
+    with django_capture_on_commit_callbacks(execute=False) as deliveries:
+        job = bulk.run_bulk_recovery(job_id=job.pk, batch_size=2)
+    assert (job.status, job.total, job.processed) == ("done", 4, 4)
+    assert (job.resubmitted, job.skipped) == (4, 0)
+    assert len(deliveries) == 4  # one delivery per resubmitted case, after its batch commits
+    for case in cases:
+        case.refresh_from_db()
+    assert [case.state for case in cases] == [
+        CaseState.SUBMITTING,
+        CaseState.SUBMITTING,
+        CaseState.SUBMITTING,
+        CaseState.CLOSED,
+        CaseState.SUBMITTING,
+    ]
+    # A job that is over does nothing when its message arrives again.
+    again = bulk.run_bulk_recovery(job_id=job.pk)
+    assert again.resubmitted == 4
+    assert CoreRequest.objects.count() == 4
 
 
 def test_a_superuser_without_a_role_works_no_cases(review_case):

@@ -1,0 +1,179 @@
+"""Bulk recovery after an outage: a job the supervisor starts and a worker carries out."""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from portal.errors import DomainError
+
+from ..audit import record_system_event
+from ..models import ActivationCase, BulkRecoveryJob
+from ..timeline import SYSTEM_CONTEXT, RequestContext
+from ._common import S, lock_case
+from .staff import BULK_RECOVERY_REASONS, _require, _require_reason, _resubmit
+
+
+class InvalidWindow(DomainError):
+    code = "invalid_window"
+
+
+def start_bulk_recovery(
+    *,
+    staff: User,
+    since: datetime,
+    until: datetime,
+    reason: str,
+    context: RequestContext = SYSTEM_CONTEXT,
+) -> BulkRecoveryJob:
+    """After an outage, queue a job that resubmits every case that failed for want of the core.
+
+    The request only records the job and who asked why; a worker does the resubmitting, in
+    batches, so the window's size never decides how long a web request takes.
+    """
+    _require(staff, "bulk_recover")
+    reason = _require_reason(reason)
+    if since >= until:
+        raise InvalidWindow(_("The window must end after it starts."))
+    with transaction.atomic():
+        job = BulkRecoveryJob.objects.create(
+            since=since, until=until, reason=reason, requested_by=staff
+        )
+        record_system_event(
+            kind="cases.bulk_recovery_started",
+            actor=staff,
+            ip=context.ip_address,
+            data={
+                "job": job.pk,
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "reason": reason,
+            },
+        )
+        transaction.on_commit(lambda: _enqueue_bulk_recovery(job.pk))
+    return job
+
+
+def _enqueue_bulk_recovery(job_id: int) -> None:
+    from ..tasks import run_bulk_recovery  # the tasks module imports this one
+
+    run_bulk_recovery.delay(job_id)
+
+
+def _bulk_candidates(job: BulkRecoveryJob) -> QuerySet[ActivationCase]:
+    # Cases that reached review after the job started are not in it: the count taken at the
+    # start stays the job's total, and a case resubmitted now and failing again is not retried.
+    return ActivationCase.objects.filter(
+        state=S.NEEDS_REVIEW,
+        failure_reason__in=BULK_RECOVERY_REASONS,
+        state_changed_at__gte=job.since,
+        state_changed_at__lt=min(job.until, job.started_at),
+    )
+
+
+@transaction.atomic
+def recover_case(*, case_id: int, staff: User, reason: str, job_id: int) -> bool:
+    """Resubmit one case of a bulk recovery; False if staff have handled it in the meantime."""
+    case = lock_case(case_id)
+    # Re-checked under the lock: staff may have handled it since the batch was read.
+    if case.state != S.NEEDS_REVIEW or case.failure_reason not in BULK_RECOVERY_REASONS:
+        return False
+    _resubmit(
+        case,
+        staff=staff,
+        data={"reason": reason, "bulk_recovery": True, "bulk_recovery_job": job_id},
+        context=SYSTEM_CONTEXT,
+    )
+    return True
+
+
+def _claim_bulk_recovery(job_id: int) -> BulkRecoveryJob | None:
+    """Start the job (count its cases), or resume it after a lost worker; None if it is over."""
+    with transaction.atomic():
+        job = BulkRecoveryJob.objects.select_for_update().get(pk=job_id)
+        if job.status == BulkRecoveryJob.Status.QUEUED:
+            job.status = BulkRecoveryJob.Status.RUNNING
+            job.started_at = timezone.now()
+            job.total = _bulk_candidates(job).count()
+            job.save(update_fields=["status", "started_at", "total"])
+        return job if job.status == BulkRecoveryJob.Status.RUNNING else None
+
+
+def _recover_next_batch(job_id: int, batch_size: int) -> bool:
+    """Resubmit the next batch of the job's cases; False once there are none left."""
+    with transaction.atomic():
+        # The job's row lock makes a redelivered task wait, then go on from the saved cursor, so
+        # no case is counted twice.
+        job = (
+            BulkRecoveryJob.objects.select_for_update()
+            .select_related("requested_by")
+            .get(pk=job_id)
+        )
+        if job.status != BulkRecoveryJob.Status.RUNNING:
+            return False
+        staff = job.requested_by
+        _require(staff, "bulk_recover")  # a supervisor who lost the role stops their job
+        case_ids = list(
+            _bulk_candidates(job)
+            .filter(pk__gt=job.last_case_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not case_ids:
+            _finish_bulk_recovery(job)
+            return False
+        for case_id in case_ids:
+            if recover_case(case_id=case_id, staff=staff, reason=job.reason, job_id=job.pk):
+                job.resubmitted += 1
+            else:
+                job.skipped += 1
+        job.processed += len(case_ids)
+        job.last_case_id = case_ids[-1]
+        job.save(update_fields=["processed", "resubmitted", "skipped", "last_case_id"])
+        return True
+
+
+def _finish_bulk_recovery(job: BulkRecoveryJob) -> None:
+    # Cases staff handled before their batch came never appear in one: they count as skipped.
+    job.skipped = job.total - job.resubmitted
+    job.processed = job.total
+    job.status = BulkRecoveryJob.Status.DONE
+    job.finished_at = timezone.now()
+    job.save(update_fields=["skipped", "processed", "status", "finished_at"])
+    record_system_event(
+        kind="cases.bulk_recovered",
+        actor=job.requested_by,
+        data={
+            "job": job.pk,
+            "since": job.since.isoformat(),
+            "until": job.until.isoformat(),
+            "reason": job.reason,
+            "candidates": job.total,
+            "resubmitted": job.resubmitted,
+            "skipped": job.skipped,
+        },
+    )
+
+
+def run_bulk_recovery(*, job_id: int, batch_size: int | None = None) -> BulkRecoveryJob:
+    """Carry out a queued bulk recovery, one bounded batch (one transaction) at a time."""
+    batch_size = batch_size or settings.ACTIVATION_BULK_RECOVERY_BATCH_SIZE
+    if _claim_bulk_recovery(job_id) is None:
+        return BulkRecoveryJob.objects.get(pk=job_id)
+    try:
+        while _recover_next_batch(job_id, batch_size):
+            pass
+    except Exception as error:
+        # The failed batch rolled back; what earlier batches did stands and the page says why
+        # the job stopped.
+        BulkRecoveryJob.objects.filter(pk=job_id).update(
+            status=BulkRecoveryJob.Status.FAILED,
+            finished_at=timezone.now(),
+            error=getattr(error, "message", "") or repr(error)[:1000],
+        )
+        raise
+    return BulkRecoveryJob.objects.get(pk=job_id)

@@ -1,0 +1,175 @@
+"""Bulk recovery through the back office: a job the request starts and a worker carries out."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from activation.models import (
+    ActivationCase,
+    ActorType,
+    BulkRecoveryJob,
+    CaseExport,
+    CaseState,
+    CoreRequest,
+    FailureReason,
+    SystemEvent,
+)
+from activation.transitions import transition
+from tests.factories import CustomerFactory, open_failed_case
+
+from .test_backoffice import current_code, sign_in
+
+pytestmark = pytest.mark.django_db
+START = "/backoffice/bulk-recovery/"
+
+
+def core_failures(count: int) -> list[ActivationCase]:
+    """Cases staff must look at because the core did not answer."""
+    cases = []
+    for _ in range(count):
+        case = open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE)
+        transition(
+            case,
+            to=CaseState.NEEDS_REVIEW,
+            actor_type=ActorType.SYSTEM,
+            reason=FailureReason.CORE_UNAVAILABLE,
+        )
+        cases.append(case)
+    return cases
+
+
+def window(reason: str = "core outage 14:00-15:00") -> dict[str, str]:
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return {
+        "since": (timezone.localtime() - timedelta(hours=1)).strftime(fmt),
+        "until": (timezone.localtime() + timedelta(hours=1)).strftime(fmt),
+        "reason": reason,
+    }
+
+
+def states(cases: list[ActivationCase]) -> set[str]:
+    return set(
+        ActivationCase.objects.filter(pk__in=[c.pk for c in cases]).values_list("state", flat=True)
+    )
+
+
+@pytest.fixture
+def supervisor_client(client, supervisor):
+    sign_in(client, supervisor, current_code(supervisor))
+    return client
+
+
+def test_starting_a_bulk_recovery_answers_at_once_with_a_queued_job_and_changes_no_case(
+    supervisor_client, supervisor, django_capture_on_commit_callbacks
+):
+    cases = core_failures(3)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = supervisor_client.post(START, window())
+    job = BulkRecoveryJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/backoffice/bulk-recovery/{job.pk}/"
+    assert (job.status, job.requested_by, job.reason) == (
+        "queued",
+        supervisor,
+        "core outage 14:00-15:00",
+    )
+    assert len(queued) == 1  # the task, sent once the job is committed
+    # The request itself touched no case: the worker does that.
+    assert states(cases) == {CaseState.NEEDS_REVIEW}
+    assert CoreRequest.objects.count() == 0
+    started = SystemEvent.objects.get(kind="cases.bulk_recovery_started")
+    assert started.actor == supervisor
+    assert started.data["job"] == job.pk
+    assert started.data["reason"] == "core outage 14:00-15:00"
+    assert SystemEvent.objects.count() == 1
+
+    page = supervisor_client.get(response["Location"])
+    assert page.status_code == 200
+    assert '<meta http-equiv="refresh"' in page.text  # reloads itself, no JavaScript needed
+    assert "Waiting for a worker" in page.text
+
+
+def test_the_worker_recovers_every_case_and_the_page_shows_the_job_done_with_its_counts(
+    supervisor_client, supervisor, settings, django_capture_on_commit_callbacks
+):
+    settings.ACTIVATION_BULK_RECOVERY_BATCH_SIZE = 2
+    cases = core_failures(5)
+    not_a_core_failure = open_failed_case(CustomerFactory(), reason=FailureReason.CODE_EXPIRED)
+    # Tasks are eager in tests: the job runs when the request's transaction commits.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = supervisor_client.post(START, window())
+    job = BulkRecoveryJob.objects.get()
+    assert (job.status, job.total, job.processed, job.resubmitted, job.skipped) == (
+        "done",
+        5,
+        5,
+        5,
+        0,
+    )
+    assert states(cases) == {CaseState.SUBMITTING}
+    assert CoreRequest.objects.count() == 5
+    not_a_core_failure.refresh_from_db()
+    assert not_a_core_failure.state == CaseState.FAILED
+    finished = SystemEvent.objects.get(kind="cases.bulk_recovered")
+    assert (finished.actor, finished.data["resubmitted"]) == (supervisor, 5)
+
+    page = supervisor_client.get(response["Location"])
+    assert '<meta http-equiv="refresh"' not in page.text
+    assert "Done" in page.text
+    assert 'value="100"' in page.text
+    listing = supervisor_client.get(START)
+    assert f'href="/backoffice/bulk-recovery/{job.pk}/"' in listing.text
+
+
+def test_a_window_that_ends_before_it_starts_is_a_form_error_and_starts_nothing(
+    supervisor_client,
+):
+    core_failures(1)
+    backwards = {**window(), "since": window()["until"], "until": window()["since"]}
+    response = supervisor_client.post(START, backwards)
+    assert response.status_code == 200
+    assert "The window must end after it starts." in response.text
+    assert not BulkRecoveryJob.objects.exists()
+    assert not SystemEvent.objects.exists()
+
+
+def test_agents_can_neither_start_a_bulk_recovery_nor_watch_one(
+    client, agent, supervisor, django_capture_on_commit_callbacks
+):
+    job = BulkRecoveryJob.objects.create(
+        since=timezone.now(), until=timezone.now(), reason="r", requested_by=supervisor
+    )
+    sign_in(client, agent, current_code(agent))
+    assert client.post(START, window()).status_code == 403
+    assert client.get(f"/backoffice/bulk-recovery/{job.pk}/").status_code == 403
+    assert BulkRecoveryJob.objects.count() == 1
+
+
+def test_a_job_that_does_not_exist_is_a_404(supervisor_client):
+    assert supervisor_client.get("/backoffice/bulk-recovery/999999/").status_code == 404
+
+
+def test_the_export_history_is_shown_a_page_at_a_time(supervisor_client, supervisor):
+    CaseExport.objects.bulk_create(
+        CaseExport(
+            format="csv", created_by=supervisor, created_at=timezone.now() - timedelta(minutes=n)
+        )
+        for n in range(45)
+    )
+    newest = CaseExport.objects.order_by("-created_at").first()
+    oldest = CaseExport.objects.order_by("created_at").first()
+
+    def rows(page) -> int:
+        return page.text.count("<tr><td>")
+
+    first = supervisor_client.get("/backoffice/exports/")
+    assert rows(first) == 20
+    assert f"<tr><td>{newest.pk}</td>" in first.text
+    assert "Page 1 of 3" in first.text
+    last = supervisor_client.get("/backoffice/exports/?page=3")
+    assert rows(last) == 5
+    assert f"<tr><td>{oldest.pk}</td>" in last.text
+    for nonsense in ("abc", "0", "99", "²"):
+        response = supervisor_client.get("/backoffice/exports/", {"page": nonsense})
+        assert response.status_code == 200, nonsense
