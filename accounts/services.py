@@ -7,6 +7,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
+from portal.queue import enqueue_on_commit
 from verification.models import Channel, Purpose
 from verification.services import CheckResult, VerificationError, check_code, issue_code
 
@@ -19,12 +20,6 @@ def _customer_with_phone(phone_number: str) -> User | None:
     return User.objects.filter(phone_number=e164, is_active=True, is_staff=False).first()
 
 
-def _enqueue_password_reset_code(phone_number: str) -> None:
-    from .tasks import send_password_reset_code  # the tasks module imports this one
-
-    send_password_reset_code.delay(phone_number=phone_number)
-
-
 def request_password_reset(*, phone_number: str) -> None:
     """Queue a reset code for ``phone_number``, whether or not it belongs to an account.
 
@@ -34,7 +29,7 @@ def request_password_reset(*, phone_number: str) -> None:
     e164 = parse_phone_number(phone_number)
     if e164 is None:
         return
-    transaction.on_commit(lambda: _enqueue_password_reset_code(e164))
+    enqueue_on_commit("accounts.tasks.send_password_reset_code", phone_number=e164)
 
 
 def send_password_reset_code(*, phone_number: str) -> None:

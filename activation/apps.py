@@ -5,3 +5,7 @@ from django.utils.translation import gettext_lazy as _
 class ActivationConfig(AppConfig):
     name = "activation"
     verbose_name = _("Activation")
+
+    def ready(self) -> None:
+        # Register the tasks in every process (web too), so services can queue them by name.
+        from . import tasks  # noqa: F401

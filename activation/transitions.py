@@ -4,12 +4,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
 from portal.errors import DomainError
+from portal.queue import enqueue_on_commit
 
 from .models import (
     OPEN_STATES,
@@ -64,13 +64,6 @@ def is_allowed(current: str, target: str, *, actor_type: str) -> bool:
     return target == S.ACTIVATED and current in OPEN_STATES and actor_type == ActorType.CORE
 
 
-def _notify_customer_on_commit(case_id: int) -> None:
-    from .tasks import notify_case_resolved  # tasks import the services, which import this
-
-    # robust: a broker hiccup must not turn a committed resolution into an error page.
-    transaction.on_commit(lambda: notify_case_resolved.delay(case_id), robust=True)
-
-
 def transition(
     case: ActivationCase,
     *,
@@ -104,7 +97,7 @@ def transition(
     case.save(update_fields=fields)
 
     if to in TERMINAL_STATES or (to == S.NEEDS_REVIEW and reason in ESCALATIONS_TOLD_TO_CUSTOMER):
-        _notify_customer_on_commit(case.pk)
+        enqueue_on_commit("activation.tasks.notify_case_resolved", case.pk)
 
     payload = {"reason": reason, "detail": detail} if reason else {}
     payload.update(data or {})

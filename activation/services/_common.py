@@ -1,11 +1,13 @@
 """What every activation service shares: locking a case, reaching the core, queueing delivery."""
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
-from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from portal.errors import DomainError
+from portal.queue import enqueue_on_commit
 
 from ..core.client import CoreClient
 from ..models import ActivationCase, CaseState
@@ -35,10 +37,22 @@ def core_client(client: CoreClient | None) -> AbstractContextManager[CoreClient]
 
 
 def enqueue_delivery(request_id: int, *, countdown: float = 0) -> None:
-    from ..tasks import deliver_core_request  # the tasks module imports this one
+    # If the broker is down the row stays due and the sweeper delivers it later.
+    enqueue_on_commit("activation.tasks.deliver_core_request", request_id, countdown=countdown)
 
-    # robust: if the broker is down the row stays due and the sweeper delivers it later, so the
-    # customer's committed retry must not turn into an error page.
-    transaction.on_commit(
-        lambda: deliver_core_request.apply_async((request_id,), countdown=countdown), robust=True
-    )
+
+def verification_claim(method: str) -> dict[str, str]:
+    """How and when the customer proved who they are, as the core's contract spells it."""
+    return {"method": method, "verified_at": timezone.now().isoformat().replace("+00:00", "Z")}
+
+
+def activation_payload(
+    case: ActivationCase, *, customer: User, requested_by: str, verification: dict[str, str]
+) -> dict[str, Any]:
+    """The body of an activation request for ``case`` (``POST /v1/activations``)."""
+    return {
+        "credit_line_ref": case.credit_line.reference,
+        "customer_ref": customer.customer_reference or f"U-{customer.pk}",
+        "requested_by": requested_by,
+        "verification": verification,
+    }

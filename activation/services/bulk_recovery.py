@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from portal.errors import DomainError
+from portal.queue import enqueue_on_commit
 
 from ..audit import record_system_event
 from ..models import ActivationCase, BulkRecoveryJob
@@ -54,14 +55,8 @@ def start_bulk_recovery(
                 "reason": reason,
             },
         )
-        transaction.on_commit(lambda: _enqueue_bulk_recovery(job.pk))
+        enqueue_on_commit("activation.tasks.run_bulk_recovery", job.pk)
     return job
-
-
-def _enqueue_bulk_recovery(job_id: int) -> None:
-    from ..tasks import run_bulk_recovery  # the tasks module imports this one
-
-    run_bulk_recovery.delay(job_id)
 
 
 def _bulk_candidates(job: BulkRecoveryJob) -> QuerySet[ActivationCase]:

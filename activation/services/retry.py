@@ -6,7 +6,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import User
 from verification.models import Channel
@@ -29,7 +28,7 @@ from ..models import (
 )
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 from ..transitions import TransitionNotAllowed, transition
-from ._common import S, enqueue_delivery, lock_case
+from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
 # States in which a submitted code has already done its work: a repeat is answered as success.
 ALREADY_VERIFIED_STATES = frozenset({S.SUBMITTING, S.AWAITING_CONFIRMATION, S.ACTIVATED})
@@ -98,21 +97,6 @@ def start_verification(
         **actor,
     )
     return VerificationStarted(channel=channel, destination=issued.destination)
-
-
-def _activation_payload(
-    case: ActivationCase, customer: User, *, verified_method: str
-) -> dict[str, Any]:
-    line = case.credit_line
-    return {
-        "credit_line_ref": line.reference,
-        "customer_ref": customer.customer_reference or f"U-{customer.pk}",
-        "requested_by": "customer",
-        "verification": {
-            "method": verified_method,
-            "verified_at": timezone.now().isoformat().replace("+00:00", "Z"),
-        },
-    }
 
 
 def _network_change(case: ActivationCase, context: RequestContext) -> dict[str, Any]:
@@ -212,7 +196,13 @@ def _verify_and_submit(
     )
     transition(case, to=S.SUBMITTING, **actor)
     request = CoreRequest.objects.create(
-        case=case, payload=_activation_payload(case, customer, verified_method=channel)
+        case=case,
+        payload=activation_payload(
+            case,
+            customer=customer,
+            requested_by="customer",
+            verification=verification_claim(channel),
+        ),
     )
     enqueue_delivery(request.pk)
     return result

@@ -21,7 +21,7 @@ from ..models import (
 from ..roles import can
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 from ..transitions import TransitionNotAllowed, transition
-from ._common import S, enqueue_delivery, lock_case
+from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
 # What a closed case may be closed for; the staff member adds free text.
 CLOSE_REASONS = ("customer_withdrew", "fraud_suspected", "duplicate", "line_closed", "other")
@@ -119,14 +119,14 @@ def _resubmit(case: ActivationCase, *, staff: User, data: dict[str, Any], contex
         last.save(update_fields=["status", "attempts", "next_attempt_at", "completed_at"])
         request = last
     else:
-        payload = {
-            "credit_line_ref": case.credit_line.reference,
-            "customer_ref": case.credit_line.customer.customer_reference
-            or f"U-{case.credit_line.customer_id}",
-            "requested_by": "staff",
-            "verification": (last.payload.get("verification") if last else None)
-            or {"method": "staff_override", "verified_at": timezone.now().isoformat()},
-        }
+        payload = activation_payload(
+            case,
+            customer=case.credit_line.customer,
+            requested_by="staff",
+            # The customer's own verification when there was one, else the staff override's.
+            verification=(last.payload.get("verification") if last else None)
+            or verification_claim("staff_override"),
+        )
         request = CoreRequest.objects.create(case=case, payload=payload)
     transition(
         case,

@@ -224,6 +224,15 @@ def test_an_unverified_case_is_resubmitted_only_with_an_approved_override(agent,
     actions.approve_override(override_id=override.pk, staff=supervisor, reason="ID checked")
     request = CoreRequest.objects.get(case=case)
     assert request.payload["requested_by"] == "staff"
+    # The same shape as a customer's request, timestamps in the contract's UTC "Z" form.
+    assert set(request.payload) == {
+        "credit_line_ref",
+        "customer_ref",
+        "requested_by",
+        "verification",
+    }
+    assert request.payload["verification"]["method"] == "staff_override"
+    assert request.payload["verification"]["verified_at"].endswith("Z")
     case.refresh_from_db()
     assert case.state == CaseState.SUBMITTING
 
