@@ -16,8 +16,7 @@ from accounts.masking import mask_phone_number
 from accounts.models import User
 from activation.audit import record_system_event
 from activation.roles import can
-from activation.services.staff import NotPermitted, ReasonRequired
-from portal.errors import DomainError
+from portal.errors import DomainError, NotPermitted, ReasonRequired
 
 PERMISSION = "lift_sign_in_lockout"
 

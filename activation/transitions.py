@@ -5,12 +5,11 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from accounts.models import User
-from portal.errors import DomainError
 from portal.queue import enqueue_on_commit
 
+from .errors import TransitionNotAllowed
 from .models import (
     OPEN_STATES,
     TERMINAL_STATES,
@@ -41,19 +40,6 @@ ESCALATIONS_TOLD_TO_CUSTOMER = frozenset(
 
 # States whose case carries a failure reason; every other state clears it.
 STATES_WITH_REASON = frozenset({S.FAILED, S.NEEDS_REVIEW})
-
-
-class TransitionNotAllowed(DomainError):
-    code = "transition_not_allowed"
-    http_status = 409
-
-    def __init__(self, *, current: str, target: str) -> None:
-        super().__init__(
-            _("A case that is %(current)s cannot become %(target)s.")
-            % {"current": current, "target": target},
-            current=current,
-            target=target,
-        )
 
 
 def is_allowed(current: str, target: str, *, actor_type: str) -> bool:

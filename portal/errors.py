@@ -21,6 +21,19 @@ class DomainError(Exception):
         self.details = details
 
 
+class NotPermitted(DomainError):
+    """The person's role does not allow this action (checked in the service, not only the page)."""
+
+    code = "not_permitted"
+    http_status = status.HTTP_403_FORBIDDEN
+
+
+class ReasonRequired(DomainError):
+    """An action that goes on a timeline or the audit trail was asked for without a reason."""
+
+    code = "reason_required"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Render every error as ``{"code", "message", "details"}``."""
     if isinstance(exc, DomainError):

@@ -6,18 +6,13 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import User
-from portal.errors import DomainError
 from portal.queue import enqueue_on_commit
 
 from ..core.client import CoreClient
+from ..errors import CaseNotFound
 from ..models import ActivationCase, CaseState
 
 S = CaseState
-
-
-class CaseNotFound(DomainError):
-    code = "case_not_found"
-    http_status = 404
 
 
 def lock_case(case_id: int, *, customer: User | None = None) -> ActivationCase:

@@ -9,18 +9,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
-from portal.errors import DomainError
 from portal.queue import enqueue_on_commit
 
 from ..audit import record_system_event
+from ..errors import InvalidWindow
 from ..models import ActivationCase, BulkRecoveryJob
 from ..timeline import SYSTEM_CONTEXT, RequestContext
 from ._common import S, lock_case
 from .staff import BULK_RECOVERY_REASONS, _require, _require_reason, _resubmit
-
-
-class InvalidWindow(DomainError):
-    code = "invalid_window"
 
 
 def start_bulk_recovery(

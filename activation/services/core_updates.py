@@ -11,9 +11,9 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from portal.breaker import core_breaker
-from portal.errors import DomainError
 
 from ..core.client import CoreClient, CoreUnavailable, CreditLineStatus
+from ..errors import UnknownCreditLine
 from ..models import (
     OPEN_STATES,
     ActivationCase,
@@ -63,11 +63,6 @@ def apply_line_status(
             detail=failure_reason[:200],
         )
     return True
-
-
-class UnknownCreditLine(DomainError):
-    code = "unknown_credit_line"
-    http_status = 422
 
 
 # The callback types the contract defines (core-credit-api.md). Any other type is recorded and

@@ -5,16 +5,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
-from portal.errors import DomainError
 
 from ..audit import record_system_event
+from ..errors import NotPermitted, ReasonRequired
 from ..models import CoreRequest, CoreSubmissionSwitch
 from ..roles import can
-from .staff import NotPermitted
-
-
-class ReasonRequired(DomainError):
-    code = "reason_required"
 
 
 def _switch_for_update() -> CoreSubmissionSwitch:

@@ -18,6 +18,7 @@ from verification.services import (
     issue_code,
 )
 
+from ..errors import TransitionNotAllowed
 from ..models import (
     ActivationCase,
     ActorType,
@@ -27,7 +28,7 @@ from ..models import (
     FailureReason,
 )
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
-from ..transitions import TransitionNotAllowed, transition
+from ..transitions import transition
 from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
 # States in which a submitted code has already done its work: a repeat is answered as success.

@@ -8,9 +8,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
-from portal.errors import DomainError
 from verification.models import SMSDevice
 
+from ..errors import NotPermitted, OverrideNotAllowed, ReasonRequired, TransitionNotAllowed
 from ..models import (
     ActivationCase,
     ActorType,
@@ -20,7 +20,7 @@ from ..models import (
 )
 from ..roles import can
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
-from ..transitions import TransitionNotAllowed, transition
+from ..transitions import transition
 from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
 # What a closed case may be closed for; the staff member adds free text.
@@ -28,20 +28,6 @@ CLOSE_REASONS = ("customer_withdrew", "fraud_suspected", "duplicate", "line_clos
 # A failure whose submission's outcome is unknown: resubmitting reuses its idempotency key.
 UNKNOWN_OUTCOME_REASONS = frozenset({FailureReason.CORE_UNAVAILABLE, FailureReason.SYNC_TIMEOUT})
 BULK_RECOVERY_REASONS = UNKNOWN_OUTCOME_REASONS
-
-
-class NotPermitted(DomainError):
-    code = "not_permitted"
-    http_status = 403
-
-
-class ReasonRequired(DomainError):
-    code = "reason_required"
-
-
-class OverrideNotAllowed(DomainError):
-    code = "override_not_allowed"
-    http_status = 409
 
 
 def _require(staff: User, permission: str) -> None:

@@ -1,0 +1,47 @@
+"""The activation domain's errors, each with a stable code and the HTTP status it maps to."""
+
+from django.utils.translation import gettext as _
+
+from portal.errors import DomainError, NotPermitted, ReasonRequired
+
+__all__ = [
+    "CaseNotFound",
+    "InvalidWindow",
+    "NotPermitted",
+    "OverrideNotAllowed",
+    "ReasonRequired",
+    "TransitionNotAllowed",
+    "UnknownCreditLine",
+]
+
+
+class CaseNotFound(DomainError):
+    code = "case_not_found"
+    http_status = 404
+
+
+class TransitionNotAllowed(DomainError):
+    code = "transition_not_allowed"
+    http_status = 409
+
+    def __init__(self, *, current: str, target: str) -> None:
+        super().__init__(
+            _("A case that is %(current)s cannot become %(target)s.")
+            % {"current": current, "target": target},
+            current=current,
+            target=target,
+        )
+
+
+class OverrideNotAllowed(DomainError):
+    code = "override_not_allowed"
+    http_status = 409
+
+
+class UnknownCreditLine(DomainError):
+    code = "unknown_credit_line"
+    http_status = 422
+
+
+class InvalidWindow(DomainError):
+    code = "invalid_window"
