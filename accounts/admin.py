@@ -5,6 +5,7 @@ from django.utils.translation import gettext_lazy as _
 from activation.timeline import RequestContext
 from portal.backoffice import backoffice
 
+from .admin_views import sign_in_lockouts
 from .models import User
 from .role_changes import record_role_change, role_snapshot
 
@@ -32,3 +33,6 @@ class UserAdmin(BaseUserAdmin):
             changed_by=request.user,
             ip=RequestContext.from_request(request).ip_address,
         )
+
+
+backoffice.register_page("sign-in-lockouts/", sign_in_lockouts, name="sign-in-lockouts")

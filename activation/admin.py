@@ -13,6 +13,15 @@ from accounts.masking import mask_phone_number
 from portal.backoffice import backoffice
 
 from . import selectors
+from .admin_views import (
+    bulk_recovery,
+    bulk_recovery_job,
+    case_action,
+    case_exports,
+    case_page_context,
+    core_switch,
+    export_manifest,
+)
 from .integrity import last_verification
 from .models import (
     ActivationCase,
@@ -236,14 +245,10 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        from .admin_views import case_page_context
-
         extra_context = {**(extra_context or {}), **case_page_context(request, object_id)}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
-        from .admin_views import case_action
-
         return [
             path(
                 "<int:case_id>/act/<str:action>/",
@@ -281,3 +286,12 @@ class OverrideRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def case_link(self, override: OverrideRequest) -> str:
         url = reverse("backoffice:activation_activationcase_change", args=[override.case_id])
         return format_html('<a href="{}">#{}</a>', url, override.case_id)
+
+
+backoffice.register_page("exports/", case_exports, name="exports")
+backoffice.register_page(
+    "exports/<int:export_id>/manifest.json", export_manifest, name="export-manifest"
+)
+backoffice.register_page("core-submissions/", core_switch, name="core-switch")
+backoffice.register_page("bulk-recovery/", bulk_recovery, name="bulk-recovery")
+backoffice.register_page("bulk-recovery/<int:job_id>/", bulk_recovery_job, name="bulk-recovery-job")

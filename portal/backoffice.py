@@ -1,10 +1,13 @@
 """The back office: Django's admin behind django-otp, so every page needs a verified device."""
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
+from django.http import HttpResponse
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -83,37 +86,21 @@ class BackofficeSite(OTPAdminSite):
             + "?state__exact=needs_review"
         )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: list[tuple[str, Callable[..., HttpResponse], str]] = []
+
+    def register_page(self, route: str, view: Callable[..., HttpResponse], *, name: str) -> None:
+        """Serve an app's own page under the back office, behind the same sign-in and factor.
+
+        Apps call this from their ``admin.py`` (as they register models), so this site never
+        imports their views and their views may import it.
+        """
+        self._pages.append((route, view, name))
+
     def get_urls(self):
-        from django.urls import path
-
-        from accounts.admin_views import sign_in_lockouts
-        from activation.admin_views import (
-            bulk_recovery,
-            bulk_recovery_job,
-            case_exports,
-            core_switch,
-            export_manifest,
-        )
-        from verification.admin_views import authenticator_urls
-
-        return [
-            path("exports/", self.admin_view(case_exports), name="exports"),
-            path(
-                "exports/<int:export_id>/manifest.json",
-                self.admin_view(export_manifest),
-                name="export-manifest",
-            ),
-            path("core-submissions/", self.admin_view(core_switch), name="core-switch"),
-            path("bulk-recovery/", self.admin_view(bulk_recovery), name="bulk-recovery"),
-            path(
-                "bulk-recovery/<int:job_id>/",
-                self.admin_view(bulk_recovery_job),
-                name="bulk-recovery-job",
-            ),
-            path("sign-in-lockouts/", self.admin_view(sign_in_lockouts), name="sign-in-lockouts"),
-            *authenticator_urls(self),
-            *super().get_urls(),
-        ]
+        pages = [path(route, self.admin_view(view), name=name) for route, view, name in self._pages]
+        return [*pages, *super().get_urls()]
 
 
 backoffice = BackofficeSite(name="backoffice")

@@ -4,6 +4,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.backoffice import backoffice
 
+from .admin_views import authenticator_resets, own_authenticator
+
 
 class BackofficeTOTPDeviceAdmin(TOTPDeviceAdmin):
     """django-otp's admin, with its config and QR pages answering 404 for a device that is gone.
@@ -26,3 +28,7 @@ class BackofficeTOTPDeviceAdmin(TOTPDeviceAdmin):
 
 backoffice.register(TOTPDevice, BackofficeTOTPDeviceAdmin)
 # Customers' SMS devices hold only code digests; staff have no reason to browse them.
+
+
+backoffice.register_page("authenticator/", own_authenticator, name="authenticator")
+backoffice.register_page("authenticator-resets/", authenticator_resets, name="authenticator-resets")

@@ -5,12 +5,12 @@ from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_otp import login as otp_login
 
 from accounts.qr import qr_svg, totp_secret
+from portal.backoffice import backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
@@ -29,8 +29,6 @@ REPLACE_ERRORS = {
 
 
 def _page(request: HttpRequest, template: str, title: str, **context) -> TemplateResponse:
-    from portal.backoffice import backoffice  # the site imports this module for its URLs
-
     return TemplateResponse(
         request, template, {**backoffice.each_context(request), "title": title, **context}
     )
@@ -129,15 +127,3 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
         resets=factors.pending_authenticator_resets(),
         handover=handover,
     )
-
-
-def authenticator_urls(site) -> list:
-    """The back office's URLs for these pages, each behind the site's sign-in and second factor."""
-    return [
-        path("authenticator/", site.admin_view(own_authenticator), name="authenticator"),
-        path(
-            "authenticator-resets/",
-            site.admin_view(authenticator_resets),
-            name="authenticator-resets",
-        ),
-    ]
