@@ -299,3 +299,23 @@ def check_code(
         ]
     )
     return result
+
+
+def lift_activation_lockout(*, user: User) -> None:
+    """Forget the customer's activation codes, wrong guesses and throttles on every channel.
+
+    Staff do this when they hand a locked-out case back; codes for other purposes (a password
+    reset under way) are left as they are.
+    """
+    cleared = {
+        "token": None,
+        "code_failures": 0,
+        "throttling_failure_count": 0,
+        "throttling_failure_timestamp": None,
+        "last_generated_timestamp": None,
+    }
+    for model in (SMSDevice, EmailDevice):
+        model.objects.filter(user=user, purpose=Purpose.ACTIVATION).update(**cleared)
+    TOTPDevice.objects.filter(user=user).update(
+        throttling_failure_count=0, throttling_failure_timestamp=None
+    )

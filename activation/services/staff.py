@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
-from verification.models import SMSDevice
+from verification.services import lift_activation_lockout
 
 from ..errors import NotPermitted, OverrideNotAllowed, ReasonRequired, TransitionNotAllowed
 from ..models import (
@@ -159,13 +159,7 @@ def return_to_customer(
         data={"reason": reason, "lockout_cleared": True},
         **_staff_actor(staff, context),
     )
-    SMSDevice.objects.filter(user_id=case.credit_line.customer_id).update(
-        token=None,
-        code_failures=0,
-        throttling_failure_count=0,
-        throttling_failure_timestamp=None,
-        last_generated_timestamp=None,
-    )
+    lift_activation_lockout(user=case.credit_line.customer)
     return case
 
 

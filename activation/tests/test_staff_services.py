@@ -18,6 +18,7 @@ from activation.services.emergency import set_core_submissions_paused
 from activation.timeline import find_case_chain_break
 from activation.transitions import transition
 from tests.factories import CustomerFactory, open_failed_case
+from verification.models import EmailDevice, Purpose, SMSDevice
 
 from .helpers import submitted_case
 
@@ -244,6 +245,29 @@ def test_returning_to_the_customer_lifts_the_lock_out(agent, settings):
     assert case.state == CaseState.PENDING_VERIFICATION
     event = events(case, "state.changed").last()
     assert event.data["lockout_cleared"] is True
+
+
+def test_returning_to_the_customer_clears_every_activation_channel_but_no_other_purpose(agent):
+    case = unverified_review_case()
+    customer = case.credit_line.customer
+    locked = {"code_failures": 4, "throttling_failure_count": 9, "token": "x" * 64}
+    destinations = [
+        (SMSDevice, {"phone_number": customer.phone_number}),
+        (EmailDevice, {"email": customer.email}),
+    ]
+    for model, lookup in destinations:
+        model.objects.create(user=customer, purpose=Purpose.ACTIVATION, **lookup, **locked)
+    reset = SMSDevice.objects.create(
+        user=customer, purpose=Purpose.PASSWORD_RESET, phone_number=customer.phone_number, **locked
+    )
+
+    actions.return_to_customer(case_id=case.pk, staff=agent, reason="customer called us")
+
+    for model in (SMSDevice, EmailDevice):
+        device = model.objects.get(user=customer, purpose=Purpose.ACTIVATION)
+        assert (device.token, device.code_failures, device.throttling_failure_count) == (None, 0, 0)
+    reset.refresh_from_db()
+    assert (reset.token, reset.code_failures) == ("x" * 64, 4)
 
 
 def test_closing_needs_a_reason_from_the_list_and_words(review_case, agent):
