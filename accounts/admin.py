@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from activation.timeline import RequestContext
@@ -7,7 +8,7 @@ from portal.backoffice import backoffice
 
 from .admin_views import sign_in_lockouts
 from .models import User
-from .role_changes import record_role_change, role_snapshot
+from .role_changes import record_password_set, record_role_change, role_snapshot
 
 
 @admin.register(User, site=backoffice)
@@ -33,6 +34,18 @@ class UserAdmin(BaseUserAdmin):
             changed_by=request.user,
             ip=RequestContext.from_request(request).ip_address,
         )
+
+    def user_change_password(self, request, id, form_url=""):
+        # The password and its audit event commit together; a redirect means the form saved.
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and response.status_code == 302:
+                record_password_set(
+                    user=User.objects.get(pk=id),
+                    changed_by=request.user,
+                    ip=RequestContext.from_request(request).ip_address,
+                )
+        return response
 
 
 backoffice.register_page("sign-in-lockouts/", sign_in_lockouts, name="sign-in-lockouts")

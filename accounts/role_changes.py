@@ -85,3 +85,17 @@ def record_role_change(
         },
     )
     return True
+
+
+@transaction.atomic
+def record_password_set(*, user: User, changed_by: User | None, ip: str | None = None) -> None:
+    """Put a password set for ``user`` by someone else (a superuser in the back office) on the
+    system audit trail: for staff, this is how a forgotten password is reset."""
+    from activation.audit import record_system_event  # the audit trail lives with activation
+
+    record_system_event(
+        kind="account.password_set",
+        actor=changed_by,
+        ip=ip,
+        data={"user_id": user.pk, "username": user.get_username(), "is_staff": user.is_staff},
+    )

@@ -104,3 +104,32 @@ def test_editing_only_a_name_records_no_role_change(admin_client, agent):
     agent.refresh_from_db()
     assert agent.first_name == "Ada"
     assert not role_events().exists()
+
+
+def test_a_password_set_for_a_staff_member_in_the_admin_goes_on_the_audit_trail(admin_client):
+    agent = StaffFactory(username="agent-ann", role="agent")
+    old_password = agent.password
+
+    response = admin_client.post(
+        f"/backoffice/accounts/user/{agent.pk}/password/",
+        {"password1": "a new long passphrase 42", "password2": "a new long passphrase 42"},
+    )
+
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.password != old_password
+    event = SystemEvent.objects.get(kind="account.password_set")
+    assert event.actor == admin_client.superuser
+    assert event.data == {"user_id": agent.pk, "username": "agent-ann", "is_staff": True}
+
+
+def test_a_refused_password_in_the_admin_records_nothing(admin_client):
+    agent = StaffFactory(username="agent-ann", role="agent")
+
+    response = admin_client.post(
+        f"/backoffice/accounts/user/{agent.pk}/password/",
+        {"password1": "a new long passphrase 42", "password2": "something else"},
+    )
+
+    assert response.status_code == 200
+    assert not SystemEvent.objects.filter(kind="account.password_set").exists()
