@@ -8,6 +8,7 @@ from verification.delivery import DeliveryError
 from . import services
 from .integrity import verify_and_record
 from .services.bulk_recovery import run_bulk_recovery as run_bulk_recovery_job
+from .services.bulk_recovery import waiting_bulk_recovery_job_ids
 from .services.notifications import notify_customer_of_resolution
 
 
@@ -57,3 +58,13 @@ def verify_audit_chains() -> int:
 def run_bulk_recovery(job_id: int) -> None:
     """Carry out a bulk recovery; a redelivery after a lost worker resumes from its progress."""
     run_bulk_recovery_job(job_id=job_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_bulk_recovery_jobs() -> int:
+    """Queue again a bulk recovery whose task the broker lost; the job's row lock makes a
+    duplicate wait and then find nothing left to do."""
+    job_ids = waiting_bulk_recovery_job_ids()
+    for job_id in job_ids:
+        run_bulk_recovery.delay(job_id)
+    return len(job_ids)

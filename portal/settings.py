@@ -261,6 +261,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "activation.tasks.verify_audit_chains",
         "schedule": crontab(hour=3, minute=17),
     },
+    "sweep-bulk-recovery-jobs": {
+        "task": "activation.tasks.sweep_bulk_recovery_jobs",
+        "schedule": 60.0,
+    },
     "reconcile-activations": {
         "task": "activation.tasks.reconcile_activations",
         "schedule": env.float("ACTIVATION_RECONCILE_INTERVAL_SECONDS", default=60.0),

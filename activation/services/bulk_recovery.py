@@ -1,6 +1,6 @@
 """Bulk recovery after an outage: a job the supervisor starts and a worker carries out."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -80,6 +80,16 @@ def recover_case(*, case_id: int, staff: User, reason: str, job_id: int) -> bool
         context=SYSTEM_CONTEXT,
     )
     return True
+
+
+def waiting_bulk_recovery_job_ids(*, older_than_seconds: int = 60) -> list[int]:
+    """Jobs still waiting for a worker well after they were queued (the broker lost the task)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return list(
+        BulkRecoveryJob.objects.filter(
+            status=BulkRecoveryJob.Status.QUEUED, created_at__lte=cutoff
+        ).values_list("pk", flat=True)
+    )
 
 
 def _claim_bulk_recovery(job_id: int) -> BulkRecoveryJob | None:

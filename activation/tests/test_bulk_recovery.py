@@ -15,6 +15,7 @@ from activation.models import (
     FailureReason,
     SystemEvent,
 )
+from activation.tasks import sweep_bulk_recovery_jobs
 from activation.transitions import transition
 from tests.factories import CustomerFactory, open_failed_case
 
@@ -120,6 +121,24 @@ def test_the_worker_recovers_every_case_and_the_page_shows_the_job_done_with_its
     assert 'value="100"' in page.text
     listing = supervisor_client.get(START)
     assert f'href="/backoffice/bulk-recovery/{job.pk}/"' in listing.text
+
+
+def test_a_job_whose_task_the_broker_lost_is_carried_out_by_the_sweep(
+    supervisor_client, supervisor, django_capture_on_commit_callbacks, time_machine
+):
+    cases = core_failures(2)
+    with django_capture_on_commit_callbacks(execute=False):  # the broker lost the task
+        supervisor_client.post(START, window())
+    job = BulkRecoveryJob.objects.get()
+
+    assert sweep_bulk_recovery_jobs() == 0  # only just queued: its task may still be on its way
+    time_machine.move_to(timezone.now() + timedelta(minutes=2))
+    assert sweep_bulk_recovery_jobs() == 1
+
+    job.refresh_from_db()
+    assert (job.status, job.resubmitted) == ("done", 2)
+    assert states(cases) == {CaseState.SUBMITTING}
+    assert sweep_bulk_recovery_jobs() == 0
 
 
 def test_a_window_that_ends_before_it_starts_is_a_form_error_and_starts_nothing(
