@@ -4,11 +4,30 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.backoffice import backoffice
 
-from .admin_views import authenticator_resets, own_authenticator
+from .admin_views import authenticator_resets, enrol_authenticator, own_authenticator
 
 
-class BackofficeTOTPDeviceAdmin(TOTPDeviceAdmin):
-    """django-otp's admin, with its config and QR pages answering 404 for a device that is gone.
+class ReadOnlyDeviceAdmin:
+    """Mix into every django-otp device admin on the back office: it lists, it never writes.
+
+    A form that adds a device, or changes one's owner, key or confirmation, would let one person
+    (any superuser) give themselves a second factor of anyone's. Factors change only through
+    ``verification.factors`` and ``verification.enrolment``: the owner's replacement with both
+    codes, or a reset by two supervisors after which the owner alone sets up the new app.
+    """
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class BackofficeTOTPDeviceAdmin(ReadOnlyDeviceAdmin, TOTPDeviceAdmin):
+    """django-otp's admin, read-only, its config and QR pages answering 404 for no such device.
 
     django-otp looks the device up with ``objects.get``, so an unknown id is a server error.
     """
@@ -26,9 +45,14 @@ class BackofficeTOTPDeviceAdmin(TOTPDeviceAdmin):
         return super().qrcode_view(request, pk)
 
 
+# Any other django-otp device registered here (backup codes, a passkey) takes ReadOnlyDeviceAdmin
+# too; verification/tests/test_admin.py checks every device model on this site.
 backoffice.register(TOTPDevice, BackofficeTOTPDeviceAdmin)
 # Customers' SMS devices hold only code digests; staff have no reason to browse them.
 
 
 backoffice.register_page("authenticator/", own_authenticator, name="authenticator")
 backoffice.register_page("authenticator-resets/", authenticator_resets, name="authenticator-resets")
+backoffice.register_enrolment_page(
+    "authenticator/enrol/", enrol_authenticator, name="authenticator-enrol"
+)

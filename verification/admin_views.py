@@ -1,6 +1,8 @@
 """Back-office pages for staff authenticators: replace one's own, reset a lost one (four eyes)."""
 
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -10,12 +12,16 @@ from django.utils.translation import gettext_lazy
 from django_otp import login as otp_login
 
 from accounts.qr import qr_svg, totp_secret
-from portal.backoffice import backoffice
+from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
-from . import factors
-from .factor_forms import AuthenticatorResetRequestForm, ReplaceStaffAuthenticatorForm
+from . import enrolment, factors
+from .factor_forms import (
+    AuthenticatorResetRequestForm,
+    EnrolAuthenticatorForm,
+    ReplaceStaffAuthenticatorForm,
+)
 
 REPLACE_ERRORS = {
     factors.FactorChangeResult.NOTHING_PENDING: gettext_lazy("Start again: no new app is waiting."),
@@ -26,6 +32,16 @@ REPLACE_ERRORS = {
         "The code from your current app is not right."
     ),
 }
+
+
+ENROL_ERRORS = {
+    enrolment.EnrolmentResult.NOTHING_PENDING: gettext_lazy(
+        "The key changed because you started again elsewhere: scan this one."
+    ),
+    enrolment.EnrolmentResult.WRONG_CODE: gettext_lazy("The code from the new app is not right."),
+}
+# The new app this session is setting up, so a reload shows the same key instead of a new one.
+ENROLMENT_DEVICE_SESSION_KEY = "backoffice_enrolment_device"
 
 
 def _page(request: HttpRequest, template: str, title: str, **context) -> TemplateResponse:
@@ -88,7 +104,6 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
     if not staff.groups.filter(name=factors.RESET_APPROVER_ROLE).exists():
         raise PermissionDenied
     form = AuthenticatorResetRequestForm(requested_by=staff)
-    handover = None
     action = request.POST.get("action")
     try:
         if action == "request":
@@ -103,11 +118,22 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
                 messages.success(request, _("Reset requested; another supervisor must approve it."))
                 return redirect("backoffice:authenticator-resets")
         elif action == "approve":
-            device = factors.approve_authenticator_reset(
+            reset = factors.approve_authenticator_reset(
                 reset_id=_reset_id(request), staff=staff, ip=client_ip(request)
             )
-            # Shown once, in this answer only, for the hand-over in person.
-            handover = {"member": device.user, **_enrolment(device)}
+            messages.success(
+                request,
+                _(
+                    "Reset approved: %(name)s's old app no longer works. At their next sign-in "
+                    "here, with their password, they set up a new app themselves (within "
+                    "%(hours)s hours)."
+                )
+                % {
+                    "name": reset.staff_member.get_username(),
+                    "hours": f"{settings.BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS:g}",
+                },
+            )
+            return redirect("backoffice:authenticator-resets")
         elif action == "reject":
             factors.reject_authenticator_reset(
                 reset_id=_reset_id(request), staff=staff, ip=client_ip(request)
@@ -125,5 +151,69 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
         _("Reset a lost authenticator app"),
         form=form,
         resets=factors.pending_authenticator_resets(),
-        handover=handover,
+    )
+
+
+def _enrolment_ended(request: HttpRequest, message: str) -> HttpResponse:
+    # The session signed in by password only for this: with the window shut it has no use left.
+    logout(request)
+    messages.error(request, message)
+    return redirect("backoffice:login")
+
+
+def enrol_authenticator(request: HttpRequest) -> HttpResponse:
+    """Set up a new authenticator app after a reset, with a key no one else has seen.
+
+    Served without the second-factor check (the member has no factor yet): only a session that
+    signed in at the back office by password within an open enrolment window gets a key.
+    """
+    user = request.user
+    reset_id = request.session.get(ENROLMENT_SESSION_KEY)
+    if not user.is_authenticated or not isinstance(reset_id, int):
+        return redirect("backoffice:login")
+    if user.is_verified():
+        return redirect("backoffice:index")
+    if request.method == "POST" and request.POST.get("action") == "sign_out":
+        # The back office's own sign-out page is behind the second factor, out of reach here.
+        logout(request)
+        return redirect("backoffice:login")
+    form = EnrolAuthenticatorForm()
+    device_id = request.session.get(ENROLMENT_DEVICE_SESSION_KEY)
+    if request.method == "POST" and isinstance(device_id, int):
+        form = EnrolAuthenticatorForm(request.POST)
+        if form.is_valid():
+            result = enrolment.complete_enrolment(
+                member=user,
+                reset_id=reset_id,
+                device_id=device_id,
+                code=form.cleaned_data["code"],
+                ip=client_ip(request),
+            )
+            if result == enrolment.EnrolmentResult.OK:
+                del request.session[ENROLMENT_SESSION_KEY]
+                del request.session[ENROLMENT_DEVICE_SESSION_KEY]
+                otp_login(request, factors.confirmed_authenticator(user))
+                start_staff_session(request)
+                messages.success(request, _("Your new authenticator app is set up."))
+                return redirect("backoffice:index")
+            if result == enrolment.EnrolmentResult.WINDOW_CLOSED:
+                return _enrolment_ended(request, str(enrolment.WINDOW_CLOSED_MESSAGE))
+            form.add_error(None, ENROL_ERRORS[result])
+    try:
+        pending = enrolment.start_enrolment(
+            member=user, reset_id=reset_id, device_id=device_id, ip=client_ip(request)
+        )
+    except enrolment.EnrolmentClosed as error:
+        return _enrolment_ended(request, error.message)
+    request.session[ENROLMENT_DEVICE_SESSION_KEY] = pending.device.pk
+    return _page(
+        request,
+        "backoffice/authenticator_enrol.html",
+        _("Set up your new authenticator app"),
+        form=form,
+        reset=pending.reset,
+        # An unverified session: the page shows none of the back office's menus.
+        available_apps=[],
+        is_nav_sidebar_enabled=False,
+        **_enrolment(pending.device),
     )

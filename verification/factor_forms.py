@@ -42,6 +42,10 @@ class ReplaceStaffAuthenticatorForm(forms.Form):
     new_code = code_field(_("Code from the new app"))
 
 
+class EnrolAuthenticatorForm(forms.Form):
+    code = code_field(_("Code from the new app"))
+
+
 class AuthenticatorResetRequestForm(forms.Form):
     staff_member = forms.ModelChoiceField(label=_("Staff member"), queryset=User.objects.none())
     reason = forms.CharField(
@@ -50,8 +54,9 @@ class AuthenticatorResetRequestForm(forms.Form):
 
     def __init__(self, *args, requested_by: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # Superusers are left out: their app is not reset here (the service refuses it too).
         self.fields["staff_member"].queryset = (
-            User.objects.filter(is_staff=True, is_active=True)
+            User.objects.filter(is_staff=True, is_active=True, is_superuser=False)
             .exclude(pk=requested_by.pk)
             .order_by("username")
         )

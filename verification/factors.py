@@ -3,8 +3,10 @@
 Customers prove themselves with a code from their current app, or (no app yet, or the phone with
 it is lost) with an SMS code sent for this purpose only. Staff manage their app only inside the
 back office: a replacement needs a code from the old app and one from the new; a staff member who
-lost theirs gets a reset that one supervisor requests and a different supervisor approves. Every
-change goes on the system audit trail, with who made it.
+lost theirs gets a reset that one supervisor requests and a different supervisor approves, after
+which the member alone sets up the new app (``verification.enrolment``). A superuser's app is
+never reset here: no supervisor may open a way into an account that administers everyone's.
+Every change goes on the system audit trail, with who made it.
 
 The services return a result instead of raising on a wrong code: a raise would roll back the
 failure count the check just wrote, and with it the throttle that limits guessing.
@@ -21,6 +23,7 @@ from accounts.models import User
 from activation.audit import record_system_event
 from portal.errors import DomainError
 
+from . import enrolment
 from .models import AuthenticatorReset, Channel, Purpose
 from .normalize import normalize_code
 from .services import CheckResult, IssuedCode, check_code, issue_code
@@ -231,6 +234,7 @@ def request_authenticator_reset(
     member = User.objects.filter(pk=staff_member_id, is_staff=True).first()
     if member is None:
         raise ResetNotAllowed(_("There is no staff member with that id."))
+    _require_resettable(member)
     if member.pk == staff.pk:
         raise FactorChangeNotAllowed(_("Another supervisor must ask for a reset of your own app."))
     if AuthenticatorReset.objects.filter(
@@ -255,6 +259,13 @@ def request_authenticator_reset(
     return reset
 
 
+def _require_resettable(member: User) -> None:
+    if member.is_superuser:
+        raise ResetNotAllowed(
+            _("A superuser's authenticator app cannot be reset in the back office.")
+        )
+
+
 def _lock_pending_reset(reset_id: int, staff: User) -> AuthenticatorReset:
     _require_reset_approver(staff)
     reset = AuthenticatorReset.objects.select_for_update().filter(pk=reset_id).first()
@@ -274,17 +285,29 @@ def _decide(reset: AuthenticatorReset, staff: User, status: str) -> None:
 
 
 @transaction.atomic
-def approve_authenticator_reset(*, reset_id: int, staff: User, ip: str | None = None) -> TOTPDevice:
-    """A second supervisor approves: the old app stops working and a new one is made.
+def approve_authenticator_reset(
+    *, reset_id: int, staff: User, ip: str | None = None
+) -> AuthenticatorReset:
+    """A second supervisor approves: the old app stops working and the member may set up a new one.
 
-    The new device is returned once, for the approver to hand over in person; the staff member
-    should then replace it themselves, so that no one else has seen the secret they use.
+    No device is made here, so no supervisor ever sees the new key: the member's next back-office
+    sign-in with their password, within the enrolment window, makes and confirms it.
     """
     reset = _lock_pending_reset(reset_id, staff)
     member = User.objects.select_for_update().get(pk=reset.staff_member_id)
+    # Checked again: the member may have been made a superuser while the request waited.
+    _require_resettable(member)
     TOTPDevice.objects.filter(user=member).delete()
-    device = TOTPDevice.objects.create(user=member, name=_("Authenticator app"), confirmed=True)
     _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
+    # An earlier approval's window that was never used closes: one way in at a time.
+    AuthenticatorReset.objects.filter(
+        staff_member=member,
+        status=AuthenticatorReset.Status.APPROVED,
+        enrolled_at__isnull=True,
+        enrolment_expires_at__gt=reset.decided_at,
+    ).exclude(pk=reset.pk).update(enrolment_expires_at=reset.decided_at)
+    enrolment.open_window(reset, member, now=reset.decided_at)
+    reset.save(update_fields=["enrolment_expires_at", "password_fingerprint"])
     record_system_event(
         kind="staff.authenticator_reset_approved",
         actor=staff,
@@ -294,10 +317,11 @@ def approve_authenticator_reset(*, reset_id: int, staff: User, ip: str | None = 
             "username": member.get_username(),
             "requested_by": reset.requested_by.get_username(),
             "approved_by": staff.get_username(),
+            "enrolment_expires_at": reset.enrolment_expires_at,
         },
         ip=ip,
     )
-    return device
+    return reset
 
 
 @transaction.atomic

@@ -132,17 +132,20 @@ class EmailDevice(HashedCodeDevice):
 
 
 class CodeDelivery(models.Model):
-    """One code sent to one destination: what the per-hour limits count."""
+    """One code sent to one destination: what the per-hour limits count, purpose by purpose."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     channel = models.CharField(max_length=16)
     destination = models.CharField(max_length=254)
+    # Each purpose has its own hourly budget, so codes asked for one purpose (a password reset
+    # anyone can request for any number) never use up another's (the customer's activation).
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.ACTIVATION)
     sent_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
-            models.Index(fields=["user", "sent_at"]),
-            models.Index(fields=["destination", "sent_at"]),
+            models.Index(fields=["user", "purpose", "sent_at"]),
+            models.Index(fields=["destination", "purpose", "sent_at"]),
         ]
 
     def __str__(self) -> str:
@@ -170,6 +173,13 @@ class AuthenticatorReset(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # An approval opens a window in which the staff member alone sets up a new app (see
+    # verification/enrolment.py); it closes when they have, or at this time.
+    enrolment_expires_at = models.DateTimeField(null=True, blank=True)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+    # A keyed digest of the member's password hash at approval: a password set afterwards (by
+    # whoever could then use the window) no longer matches, and the window stays shut.
+    password_fingerprint = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = _("authenticator reset")

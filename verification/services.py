@@ -134,9 +134,11 @@ def _masked(channel: str, destination: str) -> str:
     return mask_phone_number(destination) if channel == Channel.SMS else mask_email(destination)
 
 
-def _check_hourly_limits(user: User, destination: str) -> None:
+def _check_hourly_limits(user: User, destination: str, purpose: str) -> None:
     since = timezone.now() - timedelta(hours=1)
-    recent = CodeDelivery.objects.filter(sent_at__gte=since)
+    # Counted per purpose: anyone can ask for password-reset codes for any number, and those
+    # must never use up the customer's activation or factor-change codes.
+    recent = CodeDelivery.objects.filter(purpose=purpose, sent_at__gte=since)
     if (
         recent.filter(user=user).count() >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER
         or recent.filter(destination=destination).count()
@@ -177,12 +179,14 @@ def issue_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -
     if not allowed:
         raise ResendTooSoon(retry_at=info["next_generation_at"])
     destination = _destination(device)
-    _check_hourly_limits(user, destination)
+    _check_hourly_limits(user, destination, purpose)
 
     code = device.generate_token(commit=False)
     device.cooldown_set(commit=False)
     device.save(update_fields=[*device.NEW_CODE_FIELDS, "last_generated_timestamp"])
-    CodeDelivery.objects.create(user=user, channel=channel, destination=destination)
+    CodeDelivery.objects.create(
+        user=user, channel=channel, destination=destination, purpose=purpose
+    )
     try:
         # Sent inside the transaction: if the gateway refuses, the new code never existed.
         deliver_code(channel=channel, destination=destination, body=_message(code, purpose))
@@ -256,8 +260,9 @@ def check_code(
       each new code starts afresh, throttle included, so the right code from a new message is
       never refused for the guesses made against the old one;
     - at most ``VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER`` (and per destination) codes go
-      out an hour (10), so at most 10 x 5 = 50 guesses an hour reach a one-in-a-million code:
-      about one chance in 20,000 an hour, however the guesses are spread over codes;
+      out an hour for each purpose (10), so at most 10 x 5 = 50 guesses an hour reach a
+      one-in-a-million code of one purpose: about one chance in 20,000 an hour, however the
+      guesses are spread over codes (a code of one purpose is never accepted for another);
     - ``VERIFICATION_LOCKOUTS_BEFORE_REVIEW`` burned codes on one case (3, i.e. 15 guesses) hand
       the case to staff (``activation.services.retry``), so a case sees a person long before
       the odds move.

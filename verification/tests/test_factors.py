@@ -13,6 +13,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from activation.models import SystemEvent
 from portal.tests.test_backoffice import app_code, back_office_sign_in
+from tests.factories import StaffFactory
 from verification import factors
 from verification.models import AuthenticatorReset, Channel, Purpose
 from verification.services import ChannelUnavailable, check_code
@@ -95,16 +96,48 @@ def test_a_lost_app_is_reset_by_one_supervisor_and_approved_by_another(
     client.logout()
     signed_in(client, other_supervisor)
     response = client.post(RESETS, {"action": "approve", "reset_id": reset.pk})
-    assert response.status_code == 200
-    new = TOTPDevice.objects.get(user=agent)
-    assert new.pk != old.pk and new.confirmed
-    assert base64.b32encode(new.bin_key).decode() in response.text  # handed over once
-    assert base64.b32encode(new.bin_key).decode() not in client.get(RESETS).text
+    assert response.status_code == 302
+    # The old app is gone and no new one is made: the member sets it up alone (test_enrolment).
+    assert not TOTPDevice.objects.filter(user=agent).exists()
     reset.refresh_from_db()
     assert (reset.status, reset.decided_by) == ("approved", other_supervisor)
+    assert reset.enrolment_expires_at == reset.decided_at + timedelta(hours=24)
     assert list(SystemEvent.objects.values_list("kind", "actor")) == [
         ("staff.authenticator_reset_requested", supervisor.pk),
         ("staff.authenticator_reset_approved", other_supervisor.pk),
+    ]
+
+
+def test_supervisors_cannot_reset_a_superusers_authenticator(client, supervisor, other_supervisor):
+    root = StaffFactory(is_superuser=True)
+    signed_in(client, supervisor)
+    assert f'<option value="{root.pk}"' not in client.get(RESETS).text
+    response = client.post(RESETS, {"action": "request", "staff_member": root.pk, "reason": "x"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.text
+    with pytest.raises(factors.ResetNotAllowed):
+        factors.request_authenticator_reset(
+            staff=supervisor, staff_member_id=root.pk, reason="lost"
+        )
+    assert not AuthenticatorReset.objects.exists()
+
+    # Made a superuser while a reset of theirs waited: the approval is refused.
+    member = StaffFactory(role="agent")
+    before = list(TOTPDevice.objects.filter(user=member).values())
+    reset = factors.request_authenticator_reset(
+        staff=supervisor, staff_member_id=member.pk, reason="lost"
+    )
+    member.is_superuser = True
+    member.save(update_fields=["is_superuser"])
+    client.logout()
+    signed_in(client, other_supervisor)
+    response = client.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)
+    assert "cannot be reset in the back office" in response.text
+    reset.refresh_from_db()
+    assert reset.status == "pending"
+    assert list(TOTPDevice.objects.filter(user=member).values()) == before
+    assert list(SystemEvent.objects.values_list("kind", flat=True)) == [
+        "staff.authenticator_reset_requested"
     ]
 
 
