@@ -7,5 +7,6 @@ class AccountsConfig(AppConfig):
     verbose_name = _("Accounts")
 
     def ready(self) -> None:
-        # Register the tasks in every process (web too), so services can queue them by name.
-        from . import tasks  # noqa: F401
+        # Register the tasks in every process (web too), so services can queue them by name, and
+        # the receiver that remembers which browsers signed in to each account (accounts.limits).
+        from . import limits, tasks  # noqa: F401

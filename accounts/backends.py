@@ -74,7 +74,10 @@ class PhoneOrUsernameBackend(ModelBackend):
             user = User._default_manager.get(**account_lookup(username))
         except User.DoesNotExist:
             User().set_password(password)
-            return None
-        if user.check_password(password) and self.user_can_authenticate(user):
+            user = None
+        if user is not None and user.check_password(password) and self.user_can_authenticate(user):
             return user
+        if request is not None:
+            # A password was checked and refused: accounts.limits counts it against the account.
+            request.sign_in_wrong_password = True
         return None

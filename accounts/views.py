@@ -7,11 +7,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import PasswordResetConfirmForm, PasswordResetRequestForm, SignInForm
+from accounts.limits import limit_sign_in_posts, refuse_password_reset
 from accounts.masking import mask_email, mask_phone_number
 from accounts.qr import qr_svg, totp_secret
 from portal.middleware import client_ip
@@ -24,6 +26,7 @@ from . import services
 RESET_SESSION_KEY = "password_reset_phone"
 
 
+@method_decorator(limit_sign_in_posts, name="dispatch")
 class SignInView(LoginView):
     form_class = SignInForm
     redirect_authenticated_user = True
@@ -131,6 +134,8 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def password_reset(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (refused := refuse_password_reset(request)):
+        return refused
     form = PasswordResetRequestForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         phone_number = form.cleaned_data["phone_number"]

@@ -102,6 +102,7 @@ def environment(workdir: Path) -> dict[str, str]:
         SMS_FILE_PATH=str(workdir / "sms.jsonl"),
         PORTAL_VAR_DIR=str(workdir),
         ACTIVATION_RETRY_RATE_PER_IP="1000000/m",  # every virtual customer shares 127.0.0.1
+        ACCOUNTS_SIGN_IN_RATE_PER_IP="1000000/m",  # and signs in from it
         ACTIVATION_SWEEP_INTERVAL_SECONDS="2",
         ACTIVATION_RECONCILE_INTERVAL_SECONDS="5",
         ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS="5",

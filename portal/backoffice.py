@@ -9,11 +9,18 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.forms import limit_username_length
+from accounts.limits import limit_sign_in_posts
 from portal.middleware import start_staff_session
+from verification.enrolment import open_enrolment
+
+# The reset whose enrolment window this session, signed in by password alone, may use.
+ENROLMENT_SESSION_KEY = "backoffice_enrolment_reset"
 
 
 class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
@@ -34,6 +41,21 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         limit_username_length(self)
+
+    def clean_otp(self, user) -> None:
+        if user is not None and not backoffice_factors(user):
+            window = open_enrolment(user)
+            if window is None:
+                raise forms.ValidationError(
+                    _("You have no authenticator app. Ask a supervisor to reset it."),
+                    code="no_factor",
+                )
+            # Reset by two supervisors and not yet set up again: the password alone signs the
+            # member in, unverified, so the one page they reach is the one that sets up the app.
+            user.otp_device = None
+            user.backoffice_enrolment = window
+            return
+        super().clean_otp(user)
 
     def _chosen_device(self, user):
         device = super()._chosen_device(user)
@@ -86,9 +108,35 @@ class BackofficeSite(OTPAdminSite):
             + "?state__exact=needs_review"
         )
 
+    def login(self, request, extra_context=None):
+        if request.method == "GET" and self._enrolling(request):
+            return self._to_enrolment_page()
+        # The same per-address limit and per-account ceiling as the customers' sign-in page.
+        response = limit_sign_in_posts(super().login)(request, extra_context)
+        window = getattr(request.user, "backoffice_enrolment", None)
+        if window is not None:
+            # Set after Django's login() rotated the session, so it belongs to this sign-in.
+            request.session[ENROLMENT_SESSION_KEY] = window.pk
+            return self._to_enrolment_page()
+        return response
+
+    def _to_enrolment_page(self) -> HttpResponse:
+        _route, _view, name = self._enrolment_page
+        return redirect(f"{self.name}:{name}")
+
+    @staticmethod
+    def _enrolling(request) -> bool:
+        user = request.user
+        return (
+            user.is_authenticated
+            and not user.is_verified()
+            and ENROLMENT_SESSION_KEY in request.session
+        )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._pages: list[tuple[str, Callable[..., HttpResponse], str]] = []
+        self._enrolment_page: tuple[str, Callable[..., HttpResponse], str] | None = None
 
     def register_page(self, route: str, view: Callable[..., HttpResponse], *, name: str) -> None:
         """Serve an app's own page under the back office, behind the same sign-in and factor.
@@ -98,8 +146,22 @@ class BackofficeSite(OTPAdminSite):
         """
         self._pages.append((route, view, name))
 
+    def register_enrolment_page(
+        self, route: str, view: Callable[..., HttpResponse], *, name: str
+    ) -> None:
+        """Serve the page where a staff member with no factor sets one up after a reset.
+
+        It is the one page served without the second factor (the member has none yet), so the
+        view must itself refuse any session that did not sign in here by password within an
+        enrolment window (``ENROLMENT_SESSION_KEY``). The sign-in sends such sessions to it.
+        """
+        self._enrolment_page = (route, view, name)
+
     def get_urls(self):
         pages = [path(route, self.admin_view(view), name=name) for route, view, name in self._pages]
+        if self._enrolment_page is not None:
+            route, view, name = self._enrolment_page
+            pages.append(path(route, csrf_protect(never_cache(view)), name=name))
         return [*pages, *super().get_urls()]
 
 

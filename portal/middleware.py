@@ -1,5 +1,6 @@
 """Middleware shared by all apps."""
 
+import ipaddress
 import secrets
 from collections.abc import Callable
 
@@ -73,6 +74,26 @@ def client_ip(request: HttpRequest) -> str | None:
     if not hasattr(request, "client_ip"):
         request.client_ip = resolve_client_ip(request)
     return request.client_ip
+
+
+def client_address_block(request: HttpRequest) -> str | None:
+    """Return the client's address as lock-outs and rate limits count it (django-axes' callable).
+
+    An IPv6 client counts by its /64 network: one subscriber usually holds a whole /64 and could
+    otherwise take a fresh address for every guess. An IPv4 address, or one mapped into IPv6 by
+    a dual-stack socket, counts whole. The timeline keeps the full address (``client_ip``).
+    """
+    address = client_ip(request)
+    try:
+        parsed = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address
+    if parsed.version == 6 and parsed.ipv4_mapped is not None:
+        # Not by /64: that would put every IPv4 client of a dual-stack server in one bucket.
+        return str(parsed.ipv4_mapped)
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False).network_address)
+    return str(parsed)
 
 
 class ClientAddressMiddleware:

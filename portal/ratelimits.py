@@ -1,6 +1,5 @@
 """Per-customer and per-address request limits, with a page that says when to try again."""
 
-import ipaddress
 from collections.abc import Callable
 from functools import wraps
 
@@ -9,23 +8,18 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from portal.middleware import client_ip
+from portal.middleware import client_address_block
 
 RateKey = Callable[[str, HttpRequest], str]
 
 
 def client_address_key(group: str, request: HttpRequest) -> str:
-    """Key a limit on the client's address as resolved behind our proxies (not REMOTE_ADDR).
-
-    An IPv6 client counts by its /64, as in django-ratelimit's own "ip" key: one subscriber
-    usually holds a whole /64 and could otherwise step to a fresh address for every request.
-    """
-    address = client_ip(request)
+    """Key a limit on the client's address as lock-outs count it (an IPv6 client by its /64)."""
+    # Resolved behind our proxies, never REMOTE_ADDR; see ``client_address_block`` for the /64.
+    address = client_address_block(request)
     if not address:
         # No address at all (a Unix socket without a proxy header): one shared bucket.
         return "address:unknown"
-    if ":" in address:
-        address = str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
     return f"address:{address}"
 
 
@@ -46,6 +40,16 @@ def seconds_to_wait(request: HttpRequest, *, group: str, limits: list[tuple[Rate
     return max(waits, default=0)
 
 
+def too_many_requests(
+    request: HttpRequest, seconds: int, *, reason: str = "", back_url: str = ""
+) -> HttpResponse:
+    """Render the friendly 429 page: why (optional), when to try again, and a way back."""
+    context = {"seconds": seconds, "reason": reason, "back_url": back_url}
+    response = render(request, "rate_limited.html", context, status=429)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
 def limit_retry_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Answer a customer who retries too fast with a friendly 429 instead of doing the work."""
 
@@ -61,9 +65,7 @@ def limit_retry_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
                 ],
             )
             if wait:
-                response = render(request, "rate_limited.html", {"seconds": wait}, status=429)
-                response["Retry-After"] = str(wait)
-                return response
+                return too_many_requests(request, wait)
         return view(request, *args, **kwargs)
 
     return wrapped

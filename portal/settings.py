@@ -4,6 +4,7 @@ Development runs on embedded defaults (SQLite and a filesystem broker in ``var/`
 (``PORTAL_ENV=production``) refuses to start on any insecure default.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -138,14 +139,47 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
 # Lock the pair (client address, account), never the account alone: a per-account lock-out lets
 # anyone lock any customer out by typing wrong passwords for their number. Guessing from many
-# addresses is left to the rate limits and the risk checkpoint. The account is the normalised
-# identity, so every spelling of one phone number (and the username) shares one count.
+# addresses is left to the rate limits below and the risk checkpoint. The account is the
+# normalised identity, so every spelling of one phone number (and the username) shares one count.
 AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
 AXES_USERNAME_CALLABLE = "accounts.backends.sign_in_identity"
-AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_ip"
+# An IPv6 client counts by its /64 (one subscriber holds the whole block and could take a fresh
+# address for every guess), IPv4 by its address; the timeline still records the full address.
+AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_address_block"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
+
+def _rate(name: str, default: str) -> str:
+    """Read a django-ratelimit rate ("30/10m": 30 per 10 minutes), refusing a malformed one."""
+    value = env.str(name, default=default)
+    if not re.fullmatch(r"[1-9]\d*/(?:[1-9]\d*)?[smhd]", value):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 30/10m or 3/h, not {value!r}.")
+    return value
+
+
+# Sign-in POSTs per client address (an IPv6 /64), the customer and back-office pages together;
+# beyond it a friendly 429 page says when to try again. Roomy for a household or an office behind
+# one address, tight for a script.
+ACCOUNTS_SIGN_IN_RATE_PER_IP = _rate("ACCOUNTS_SIGN_IN_RATE_PER_IP", "30/10m")
+# The per-account ceiling across addresses, and the trade-off it makes. Wrong passwords for one
+# account, from every address together, count against this rate. Past it, sign-ins to that
+# account are refused with the 429 page, password unchecked, until the window ends (at most 15
+# minutes with the default) -- except from a browser that has signed in to that account before
+# (its device cookie, remembered ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS), which an attacker cannot
+# present. So guessing from any number of addresses gets at most this many tries a window, while
+# the real user on their own phone or computer is never locked out and on a new one waits
+# minutes, not hours. A per-account lock-out would instead let anyone lock any customer out with
+# a few wrong passwords. Counted for any typed account, existing or not, so a refusal tells
+# nothing about who has one.
+ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT = _rate("ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT", "20/15m")
+ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS = env.int("ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS", default=90)
+# Password-reset requests per client address (an IPv6 /64) and per phone number, normalised;
+# the per-number limit counts numbers with and without an account alike, so it reveals nothing.
+ACCOUNTS_PASSWORD_RESET_RATE_PER_IP = _rate("ACCOUNTS_PASSWORD_RESET_RATE_PER_IP", "10/h")
+ACCOUNTS_PASSWORD_RESET_RATE_PER_NUMBER = _rate("ACCOUNTS_PASSWORD_RESET_RATE_PER_NUMBER", "3/h")
+
 # How many proxies of our own (load balancers) stand in front of the web nodes. Each appends the
 # address it saw to X-Forwarded-For; with 0 the header is ignored, since then the client wrote it.
 # Lock-outs, rate limits, the timeline and the audit trail use the address this resolves.
@@ -364,6 +398,13 @@ if BACKOFFICE_SESSION_IDLE_MINUTES <= 0 or BACKOFFICE_SESSION_MAX_HOURS <= 0:
     raise ImproperlyConfigured(
         "BACKOFFICE_SESSION_IDLE_MINUTES and BACKOFFICE_SESSION_MAX_HOURS must be positive."
     )
+# After a four-eyes reset of a lost authenticator, the staff member has this long to set up a new
+# one at their next back-office sign-in; after it, the reset must be asked for again.
+BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS = env.float(
+    "BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS", default=24.0
+)
+if not 0 < BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS <= 24 * 7:
+    raise ImproperlyConfigured("BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS must be from 0 to 168.")
 
 LOGGING = {
     "version": 1,

@@ -69,3 +69,10 @@ def test_production_passes_the_deploy_checks():
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("rate", ["30", "30/minute", "0/h", "ten/h", "30/10x"])
+def test_a_malformed_rate_limit_stops_start_up_with_its_name(rate):
+    result = load_settings(ACCOUNTS_SIGN_IN_RATE_PER_IP=rate)
+    assert result.returncode != 0
+    assert "ACCOUNTS_SIGN_IN_RATE_PER_IP must be a rate such as 30/10m" in result.stderr

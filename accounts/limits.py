@@ -1,0 +1,198 @@
+"""Rate limits on signing in and on asking for password-reset codes, answered with the 429 page.
+
+django-axes locks one (address, account) pair after a few wrong passwords. On top of it:
+
+- every sign-in POST counts against its address (an IPv6 client by its /64), on the customer
+  and back-office pages together, so one address cannot spray passwords over many accounts;
+- wrong passwords for one account count from every address together; past the ceiling, that
+  account's sign-ins are refused for the rest of a short window, except from a browser that has
+  signed in to the account before, so a botnet's guesses are capped and the real user is not
+  locked out (the trade-off is explained at ``ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT``);
+- password-reset requests count per address and per phone number, with or without an account.
+"""
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
+from django.core.cache import cache
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.backends import parse_phone_number, sign_in_identity
+from accounts.models import User
+from portal.ratelimits import client_address_key, seconds_to_wait, too_many_requests
+
+SIGN_IN_GROUP = "accounts.sign_in"
+RESET_REQUEST_GROUP = "accounts.password_reset"
+
+ACCOUNT_CEILING_REASON = _(
+    "There were many wrong passwords for this account in a short time, so for its safety it "
+    "can only be signed in to from a phone or computer that has signed in to it before."
+)
+NUMBER_LIMIT_REASON = _(
+    "A password reset was asked for this phone number many times in a short time. Any code "
+    "already sent still works."
+)
+
+
+def _typed_account(request: HttpRequest) -> str | None:
+    """The account a sign-in POST names, normalised as django-axes counts it; None if malformed.
+
+    Malformed text (empty, longer than any username, a NUL character) is left to the form,
+    which refuses it without checking a password.
+    """
+    typed = request.POST.get("username", "")
+    if not typed or len(typed) > User._meta.get_field("username").max_length or "\x00" in typed:
+        return None
+    return sign_in_identity(request)
+
+
+def _fixed_key(value: str) -> Callable[[str, HttpRequest], str]:
+    """A django-ratelimit key function that always answers ``value``."""
+    return lambda group, request: value
+
+
+def _known_device_key(account: str, device_id: str) -> str:
+    digest = hashlib.sha256(f"{account}\x00{device_id}".encode()).hexdigest()
+    return f"accounts.sign_in.known_device:{digest}"
+
+
+@receiver(user_logged_in)
+def _remember_the_device(sender, request: HttpRequest | None, user: User, **kwargs) -> None:
+    # A browser that got into an account is let through that account's ceiling later.
+    device_id = getattr(request, "device_id", None)
+    if device_id:
+        timeout = timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
+        cache.set(_known_device_key(user.get_username(), device_id), True, timeout=int(timeout))
+
+
+def _is_known_device(request: HttpRequest, account: str) -> bool:
+    device_id = getattr(request, "device_id", None)
+    return bool(device_id) and bool(cache.get(_known_device_key(account, device_id)))
+
+
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_rate(rate: str) -> tuple[int, int]:
+    """``"20/15m"`` -> ``(20, 900)``: how many per how many seconds (checked by the settings)."""
+    count, period = rate.split("/")
+    return int(count), int(period[:-1] or 1) * _SECONDS_PER_UNIT[period[-1]]
+
+
+@dataclass(frozen=True)
+class _FailureWindow:
+    """This window's wrong passwords for one account, from every address together."""
+
+    key: str
+    limit: int
+    timeout: int
+    seconds_left: int
+
+    @classmethod
+    def current(cls, account: str) -> "_FailureWindow":
+        limit, period = _parse_rate(settings.ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT)
+        now = int(timezone.now().timestamp())
+        start = now - now % period
+        digest = hashlib.sha256(account.encode()).hexdigest()
+        return cls(
+            key=f"accounts.sign_in.failures:{digest}:{start}",
+            limit=limit,
+            timeout=period + 5,
+            seconds_left=start + period - now,
+        )
+
+    def reserve(self) -> bool:
+        """Take one of the window's guesses before the password is checked; False if none is left.
+
+        Taken before and handed back after (``release``), not counted after: checked first and
+        counted later, a burst of parallel guesses would all pass the check before any counted.
+        """
+        cache.add(self.key, 0, self.timeout)
+        if self._add(1) <= self.limit:
+            return True
+        self._add(-1)
+        return False
+
+    def release(self) -> None:
+        """Hand back a reserved guess: the attempt checked no wrong password."""
+        self._add(-1)
+
+    def count_one(self) -> None:
+        """Count a wrong password that was checked without a reservation (a known browser)."""
+        cache.add(self.key, 0, self.timeout)
+        self._add(1)
+
+    def _add(self, delta: int) -> int:
+        try:
+            return cache.incr(self.key, delta)
+        except ValueError:  # the key expired in between: its window is over
+            return 0
+
+
+def limit_sign_in_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Answer sign-in POSTs past the address limit or the account's ceiling with the 429 page."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        back_url = request.get_full_path()
+        wait = seconds_to_wait(
+            request,
+            group=SIGN_IN_GROUP,
+            limits=[(client_address_key, settings.ACCOUNTS_SIGN_IN_RATE_PER_IP)],
+        )
+        if wait:
+            return too_many_requests(request, wait, back_url=back_url)
+        account = _typed_account(request)
+        window = _FailureWindow.current(account) if account is not None else None
+        known = window is not None and _is_known_device(request, account)
+        if window is not None and not known and not window.reserve():
+            return too_many_requests(
+                request, window.seconds_left, reason=ACCOUNT_CEILING_REASON, back_url=back_url
+            )
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            # accounts.backends marks a password it checked and refused; an attempt django-axes
+            # refused before any check, or a right password, is not a guess against the ceiling.
+            wrong_password = getattr(request, "sign_in_wrong_password", False)
+            if window is not None and not known and not wrong_password:
+                window.release()
+            elif window is not None and known and wrong_password:
+                window.count_one()
+
+    return wrapped
+
+
+def refuse_password_reset(request: HttpRequest) -> HttpResponse | None:
+    """Count a password-reset request; the 429 page if it is past a limit, else None."""
+    back_url = reverse("login")
+    wait = seconds_to_wait(
+        request,
+        group=RESET_REQUEST_GROUP,
+        limits=[(client_address_key, settings.ACCOUNTS_PASSWORD_RESET_RATE_PER_IP)],
+    )
+    if wait:
+        return too_many_requests(request, wait, back_url=back_url)
+    # Counted for every valid number, with or without an account, so a refusal tells nothing.
+    number = parse_phone_number(request.POST.get("phone_number", "")[:64])
+    if number is None:
+        return None  # the form says what is wrong with it; no code goes anywhere
+    wait = seconds_to_wait(
+        request,
+        group=RESET_REQUEST_GROUP,
+        limits=[(_fixed_key(f"number:{number}"), settings.ACCOUNTS_PASSWORD_RESET_RATE_PER_NUMBER)],
+    )
+    if wait:
+        return too_many_requests(request, wait, reason=NUMBER_LIMIT_REASON, back_url=back_url)
+    return None
