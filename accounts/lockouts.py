@@ -1,6 +1,7 @@
 """Sign-in lock-outs for supervisors: which (address, account) pairs django-axes refuses now,
 and lifting one, on the audit trail."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from axes.utils import reset as reset_axes_attempts
 from django.db import transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
 from accounts.masking import mask_phone_number
@@ -31,17 +33,31 @@ class SignInLockout:
     """One (address, account) pair that has used up its sign-in attempts."""
 
     attempt_id: int  # the pair's newest attempt row: how the page names the pair without PII
-    account: str  # as shown to staff: the username, or a masked phone number
+    account: str  # as staff see it: the username, a masked number or a fingerprint of the text
     user_id: int | None  # None: the text named no account (someone guessing)
     ip_address: str | None
     failures: int
     last_attempt: datetime
 
 
-def _account_label(identity: str) -> str:
-    # The identity is an account's username, or for text naming no account its E.164 number
-    # or the text itself (accounts.backends.sign_in_identity); numbers are masked as elsewhere.
-    return mask_phone_number(identity) if identity.startswith("+") else identity
+# A phone number in E.164 form: what accounts.backends.sign_in_identity gives for a number.
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _account_label(identity: str, *, names_an_account: bool) -> str:
+    """Name the account a lock-out is for, as staff may see it and the audit trail may keep it.
+
+    The identity is an account's username, or for text naming no account its E.164 number or
+    the text itself (accounts.backends.sign_in_identity). Numbers are masked as elsewhere. Other
+    text naming no account is often a password typed in the wrong box: it is shown only as a
+    short keyed fingerprint, the same for the same text, so repeated guesses can be told apart
+    without anyone reading what was typed.
+    """
+    if identity.startswith("+") and (names_an_account or E164.fullmatch(identity)):
+        return mask_phone_number(identity)
+    if names_an_account:
+        return identity
+    return "#" + salted_hmac("accounts.lockouts.typed_text", identity).hexdigest()[:10]
 
 
 def _lockouts(**pair: str | None) -> list[SignInLockout]:
@@ -65,7 +81,7 @@ def _lockouts(**pair: str | None) -> list[SignInLockout]:
     return [
         SignInLockout(
             attempt_id=pair["attempt_id"],
-            account=_account_label(pair["username"]),
+            account=_account_label(pair["username"], names_an_account=pair["username"] in user_ids),
             user_id=user_ids.get(pair["username"]),
             ip_address=pair["ip_address"],
             failures=pair["failures"],

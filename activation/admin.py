@@ -1,5 +1,6 @@
 """The back office: the work queue of stuck cases, the case page, and staff actions on it."""
 
+import json
 from datetime import timedelta
 
 from django.contrib import admin
@@ -9,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from accounts.masking import mask_phone_number
+from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from portal.backoffice import backoffice
 
 from . import selectors
@@ -31,7 +32,13 @@ from .models import (
     CreditLine,
     OverrideRequest,
 )
+from .pii import actor_label, event_data, may_see_pii
 from .roles import can
+
+
+def _without_pii(fields) -> list:
+    """``fields`` with the customer's username masked, for staff without view_pii."""
+    return ["masked_customer" if name == "customer" else name for name in fields]
 
 
 class ReadOnlyMixin:
@@ -69,9 +76,41 @@ class CaseEventInline(ReadOnlyInline):
         "device_id",
     )
     ordering = ("seq",)
+    # Without view_pii these stand in for the columns that name or locate a customer.
+    WITHOUT_PII = {
+        "actor": "masked_actor",
+        "ip_address": "masked_ip_address",
+        "data": "masked_data",
+    }
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor")
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if may_see_pii(request.user):
+            return fields
+        return [self.WITHOUT_PII.get(name, name) for name in fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description=CaseEvent._meta.get_field("actor").verbose_name)
+    def masked_actor(self, event: CaseEvent) -> str | None:
+        if event.actor is None:
+            return None
+        return actor_label(event.actor.get_username(), is_staff=event.actor.is_staff, pii=False)
+
+    @admin.display(description=CaseEvent._meta.get_field("ip_address").verbose_name)
+    def masked_ip_address(self, event: CaseEvent) -> str | None:
+        return mask_ip_address(event.ip_address) if event.ip_address else None
+
+    @admin.display(description=CaseEvent._meta.get_field("data").verbose_name)
+    def masked_data(self, event: CaseEvent) -> str | None:
+        if not event.data:
+            return None
+        # As the admin shows a JSONField, with the addresses in it masked.
+        return json.dumps(event_data(event.data, pii=False), ensure_ascii=False)
 
 
 class CoreRequestInline(ReadOnlyInline):
@@ -192,6 +231,7 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     )
     readonly_fields = (
         "customer",
+        "masked_customer",
         "credit_line",
         "customer_phone",
         "state",
@@ -206,6 +246,14 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "closed_at",
     )
 
+    def get_fieldsets(self, request, obj=None):
+        if may_see_pii(request.user):
+            return self.fieldsets
+        return [
+            (title, {**options, "fields": _without_pii(options["fields"])})
+            for title, options in self.fieldsets
+        ]
+
     def get_ordering(self, request):
         # Furthest past its SLA first; cases that never reached the core (no SLA) after them.
         return (F("sla_due_at").asc(nulls_last=True), "opened_at")
@@ -217,6 +265,10 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("customer"))
     def customer(self, case: ActivationCase) -> str:
         return case.credit_line.customer.get_username()
+
+    @admin.display(description=_("customer"))
+    def masked_customer(self, case: ActivationCase) -> str:
+        return mask_name(case.credit_line.customer.get_username())
 
     @admin.display(description=_("phone"))
     def customer_phone(self, case: ActivationCase) -> str:
@@ -265,6 +317,19 @@ class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("reference",)
     list_select_related = ("customer",)
+
+    def get_list_display(self, request):
+        if may_see_pii(request.user):
+            return self.list_display
+        return _without_pii(self.list_display)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return fields if may_see_pii(request.user) else _without_pii(fields)
+
+    @admin.display(description=CreditLine._meta.get_field("customer").verbose_name)
+    def masked_customer(self, line: CreditLine) -> str:
+        return mask_name(line.customer.get_username())
 
 
 @admin.register(OverrideRequest, site=backoffice)

@@ -20,6 +20,7 @@ from portal.errors import DomainError
 from portal.middleware import client_ip
 
 from . import selectors
+from .errors import InvalidWindow
 from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
 from .forms import CaseActionForm
 from .models import (
@@ -32,7 +33,7 @@ from .models import (
 )
 from .roles import can
 from .services import staff as actions
-from .services.bulk_recovery import start_bulk_recovery
+from .services.bulk_recovery import check_bulk_recovery_window, start_bulk_recovery
 from .services.emergency import set_core_submissions_paused
 from .timeline import RequestContext
 
@@ -140,8 +141,11 @@ class BulkRecoveryForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         since, until = cleaned.get("since"), cleaned.get("until")
-        if since and until and since >= until:
-            raise forms.ValidationError(_("The window must end after it starts."))
+        if since and until:
+            try:
+                check_bulk_recovery_window(since=since, until=until)
+            except InvalidWindow as error:
+                raise forms.ValidationError(error.message) from error
         return cleaned
 
 

@@ -26,6 +26,7 @@ from tests.factories import PASSWORD, open_failed_case
 pytestmark = pytest.mark.django_db
 
 CASES = "/backoffice/activation/activationcase/"
+BULK_RECOVERY = "/backoffice/bulk-recovery/"
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _act(action: str, **fields) -> Callable[[Stage], object]:
     return lambda s: s.staff.post(f"{CASES}{s.case.pk}/act/{action}/", fields)
 
 
-def _callback(change: Callable[[dict], None], webhook_id: str = "msg_bad"):
+def _callback(change: Callable[[dict], None], webhook_id: str = "msg_bad", *, tail: str = ""):
     def send(s: Stage):
         event = {
             "id": "evt_1",
@@ -80,6 +81,8 @@ def _callback(change: Callable[[dict], None], webhook_id: str = "msg_bad"):
         }
         change(event)
         body = json.dumps(event)
+        if tail:  # members json.dumps cannot write, such as 5,000 levels of nesting
+            body = body[:-1] + ", " + tail + "}"
         signature = Webhook(settings.CORE_WEBHOOK_SECRET).sign(webhook_id, datetime.now(UTC), body)
         headers = {
             "webhook-id": webhook_id,
@@ -89,6 +92,16 @@ def _callback(change: Callable[[dict], None], webhook_id: str = "msg_bad"):
         return s.anonymous.post(
             "/api/v1/core/events/", data=body, content_type="application/json", headers=headers
         )
+
+    return send
+
+
+def _bulk_recovery(since: str, until: str) -> Callable[[Stage], object]:
+    """Ask for a bulk recovery, then open the page that lists them: neither may answer 5xx."""
+
+    def send(s: Stage):
+        asked = s.staff.post(BULK_RECOVERY, {"since": since, "until": until, "reason": "outage"})
+        return max(asked, s.staff.get(BULK_RECOVERY), key=lambda response: response.status_code)
 
     return send
 
@@ -171,6 +184,29 @@ BAD_INPUT = [
     pytest.param(
         _callback(lambda e: e["data"].update(activation_id="a" * 100)),
         id="11-callback-activation-id-100",
+    ),
+    # Found by the review of the fixes: lone surrogates, deep nesting, a year-1 window.
+    pytest.param(
+        _callback(lambda e: e["data"].update(note="\ud800")),
+        id="11-callback-lone-surrogate",
+        marks=postgres,
+    ),
+    pytest.param(
+        _callback(lambda e: e["data"].update({"\ud800": "x"})),
+        id="11-callback-lone-surrogate-key",
+        marks=postgres,
+    ),
+    pytest.param(
+        _callback(lambda e: None, tail='"z": ' + "[" * 5000 + "]" * 5000),
+        id="11-callback-nested-5000-deep",
+    ),
+    pytest.param(
+        _bulk_recovery("0001-01-01 00:00", "0001-01-02 00:00"),
+        id="bulk-recovery-year-1",
+        marks=postgres,
+    ),
+    pytest.param(
+        _bulk_recovery("9999-12-31 23:59", "9999-12-31 23:59:59"), id="bulk-recovery-year-9999"
     ),
     # 12. Methods no back-office page is written for.
     *(

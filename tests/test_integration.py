@@ -215,7 +215,7 @@ def test_a_worker_carries_out_a_bulk_recovery_in_batches(workers, worker_env, su
     job = start_bulk_recovery(
         staff=supervisor,
         since=timezone.now() - timedelta(hours=1),
-        until=timezone.now() + timedelta(hours=1),
+        until=timezone.now(),  # a window may not end in the future
         reason="after the outage",
     )
 

@@ -1,5 +1,8 @@
 """Supervisors see and lift sign-in lock-outs in the back office; others may not."""
 
+import json
+import re
+
 import pytest
 from axes.models import AccessAttempt
 from django.test import Client
@@ -146,3 +149,40 @@ def test_the_page_needs_a_back_office_sign_in(client, locked_customer):
     response = client.get(PAGE)
     assert response.status_code == 302
     assert "/backoffice/login/" in response["Location"]
+
+
+TYPED_IN_THE_WRONG_BOX = "MyS3cretPassw0rd!"
+
+
+def test_text_naming_no_account_is_shown_and_audited_only_as_a_fingerprint(client, supervisor):
+    # Someone typed their password into the username box, five times, from two places.
+    fail_five_times(client, TYPED_IN_THE_WRONG_BOX, GUESSER_ADDRESS)
+    fail_five_times(Client(), TYPED_IN_THE_WRONG_BOX, CUSTOMER_ADDRESS)
+    fail_five_times(Client(), "+secret-passphrase", SUPERVISOR_ADDRESS)
+    staff = staff_client(supervisor)
+
+    page = staff.get(PAGE)
+    shown = page.context["lockouts"]
+    assert len(shown) == 3
+    assert TYPED_IN_THE_WRONG_BOX not in page.text
+    assert "secret-passphrase" not in page.text
+    fingerprints = {lockout.ip_address: lockout.account for lockout in shown}
+    # The same text has the same fingerprint wherever it was typed; other text another one.
+    assert fingerprints[GUESSER_ADDRESS] == fingerprints[CUSTOMER_ADDRESS]
+    assert fingerprints[SUPERVISOR_ADDRESS] != fingerprints[GUESSER_ADDRESS]
+    assert re.fullmatch(r"#[0-9a-f]{10}", fingerprints[GUESSER_ADDRESS])
+    assert f"{fingerprints[GUESSER_ADDRESS]} (no such account)" in page.text
+
+    attempt = next(lockout.attempt_id for lockout in shown if lockout.ip_address == GUESSER_ADDRESS)
+    lifted = staff.post(PAGE, {"attempt": attempt, "reason": "a password typed as username"})
+    assert lifted.status_code == 302
+    after = staff.get(PAGE)
+    assert TYPED_IN_THE_WRONG_BOX not in after.text  # the "lifted" message included
+    event = lifted_events().get()
+    assert event.data["account"] == fingerprints[GUESSER_ADDRESS]
+    assert event.data["user_id"] is None
+    assert TYPED_IN_THE_WRONG_BOX not in json.dumps(event.data, ensure_ascii=False)
+    assert {lockout.ip_address for lockout in after.context["lockouts"]} == {
+        CUSTOMER_ADDRESS,
+        SUPERVISOR_ADDRESS,
+    }

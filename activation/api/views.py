@@ -1,6 +1,8 @@
 """The core's callbacks, verified the Standard Webhooks way."""
 
+import json
 import math
+import re
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +18,12 @@ from activation.models import CoreCallback, CreditLine
 from activation.services.core_updates import CORE_CALLBACK_TYPES
 
 BIGINT_MAX = 2**63 - 1  # PostgreSQL's bigint, where a line keeps the last version it saw
+# The contract's events nest three deep; the margin is generous, and far below what would
+# exhaust the stack when the event is stored, hashed into the timeline or rendered.
+MAX_JSON_NESTING = 32
+# A UTF-16 surrogate on its own: JSON's "\ud800" escape makes one, and UTF-8 (so PostgreSQL)
+# cannot encode it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _max_length(model, field: str) -> int:
@@ -32,19 +40,25 @@ class JsonIntegerField(serializers.IntegerField):
 
 
 def unstorable_json(value: Any) -> str | None:
-    """Say why PostgreSQL could not store ``value`` as JSON (a NUL, a NaN), or return None."""
-    pending = [value]
+    """Say why the portal could not store ``value`` as JSON (a NUL, a lone surrogate, a NaN,
+    nesting too deep), or return None."""
+    pending = [(value, 0)]
     while pending:  # a loop, not recursion: a deeply nested body must not exhaust the stack
-        item = pending.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return "A string holds a NUL character."
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "A string holds a NUL character."
+            if LONE_SURROGATE.search(item):
+                return "A string holds a lone UTF-16 surrogate, which UTF-8 cannot encode."
         if isinstance(item, float) and not math.isfinite(item):
             return "A number is NaN or infinite."
+        if isinstance(item, dict | list) and depth >= MAX_JSON_NESTING:
+            return f"Objects and arrays nest deeper than {MAX_JSON_NESTING} levels."
         if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            pending.extend((key, depth + 1) for key in item)
+            pending.extend((member, depth + 1) for member in item.values())
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((member, depth + 1) for member in item)
     return None
 
 
@@ -99,9 +113,13 @@ class CoreEventsView(APIView):
     def post(self, request: Request) -> Response:
         body = request.body
         try:
-            payload = Webhook(settings.CORE_WEBHOOK_SECRET).verify(body, dict(request.headers))
+            # The body is parsed here, not by Webhook.verify: its json.loads lets a deeply
+            # nested body's RecursionError out, which would answer 500.
+            Webhook(settings.CORE_WEBHOOK_SECRET).verify(
+                body, dict(request.headers), json_parse=False
+            )
         except (WebhookVerificationError, ValueError) as error:
-            # ValueError covers a malformed signature, bad base64, non-UTF-8 or non-JSON body.
+            # ValueError covers a malformed signature, bad base64 or a non-UTF-8 body.
             return Response(
                 {
                     "code": "invalid_signature",
@@ -110,6 +128,10 @@ class CoreEventsView(APIView):
                 },
                 status=status.HTTP_401_UNAUTHORIZED,
             )
+        try:
+            payload = json.loads(body.decode("utf-8"))  # verified as UTF-8 above
+        except (ValueError, RecursionError):
+            return self._invalid({"non_field_errors": ["Not JSON, or nested too deep to read."]})
         if not isinstance(payload, dict):
             return self._invalid({"non_field_errors": ["Expected an event object."]})
         event = self.InputSerializer(data={**payload, "webhook_id": request.headers["webhook-id"]})

@@ -18,6 +18,27 @@ from ..timeline import SYSTEM_CONTEXT, RequestContext
 from ._common import S, lock_case
 from .staff import BULK_RECOVERY_REASONS, _require, _require_reason, _resubmit
 
+# A bulk recovery follows an outage staff know about: a window reaching further back, or into
+# the future, is a typo. Bounding it also keeps the stored times where every page can show them
+# (a year-1 time in Shanghai is a year-0 time in UTC, which Python cannot read back).
+BULK_RECOVERY_MAX_AGE = timedelta(days=90)
+# "Until now" typed to the minute, or by someone whose clock runs a little fast, is no typo.
+BULK_RECOVERY_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def check_bulk_recovery_window(*, since: datetime, until: datetime) -> None:
+    """Refuse a window that ends before it starts, starts over 90 days ago or ends in the future."""
+    now = timezone.now()
+    if since >= until:
+        raise InvalidWindow(_("The window must end after it starts."))
+    if since < now - BULK_RECOVERY_MAX_AGE:
+        raise InvalidWindow(
+            _("The window must start within the last %(days)d days.")
+            % {"days": BULK_RECOVERY_MAX_AGE.days}
+        )
+    if until > now + BULK_RECOVERY_CLOCK_SKEW:
+        raise InvalidWindow(_("The window cannot end in the future."))
+
 
 def start_bulk_recovery(
     *,
@@ -34,8 +55,7 @@ def start_bulk_recovery(
     """
     _require(staff, "bulk_recover")
     reason = _require_reason(reason)
-    if since >= until:
-        raise InvalidWindow(_("The window must end after it starts."))
+    check_bulk_recovery_window(since=since, until=until)
     with transaction.atomic():
         job = BulkRecoveryJob.objects.create(
             since=since, until=until, reason=reason, requested_by=staff

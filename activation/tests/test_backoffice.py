@@ -256,3 +256,74 @@ def test_a_nul_character_in_a_back_office_query_string_is_a_400(client, supervis
     sign_in(client, supervisor, current_code(supervisor))
     assert client.get(f"{QUEUE}?{query}").status_code == 400
     assert client.get(f"/backoffice/activation/creditline/?{query}").status_code == 400
+
+
+# --- What staff without view_pii see of a customer -----------------------------------------------
+
+
+@pytest.fixture
+def case_worked_from_two_addresses(client, django_capture_on_commit_callbacks):
+    """A customer who asked for a code from one address and entered it from another."""
+    import uuid
+
+    from tests.factories import CustomerFactory
+    from tests.fixtures import last_sms_code
+
+    customer = CustomerFactory(username="zhang.wei.1988")
+    case = open_failed_case(customer)
+    client.force_login(customer)
+    retry = f"/activation/{case.pk}/retry/"
+    client.post(retry, {"action": "send", "channel": "sms"}, REMOTE_ADDR="10.1.2.3")
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(
+            retry,
+            {"action": "verify", "code": last_sms_code(), "submission_id": str(uuid.uuid4())},
+            REMOTE_ADDR="2001:db8:85a3::8a2e:370:7334",
+        )
+    client.logout()
+    return case
+
+
+def staff_pages(client, case) -> str:
+    """The case page and the credit-line pages it links to, as one text, HTML entities read."""
+    import html
+
+    line = case.credit_line
+    pages = [
+        client.get(f"/backoffice/activation/activationcase/{case.pk}/change/"),
+        client.get("/backoffice/activation/creditline/"),
+        client.get(f"/backoffice/activation/creditline/{line.pk}/change/"),
+    ]
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    return html.unescape("\n".join(page.text for page in pages))
+
+
+@pytest.mark.parametrize("role", ["agent", "auditor", "supervisor"])
+def test_without_view_pii_the_case_page_masks_the_customer_username_and_addresses(
+    client, case_worked_from_two_addresses, role, request
+):
+    staff = request.getfixturevalue(role)
+    sign_in(client, staff, current_code(staff))
+    text = staff_pages(client, case_worked_from_two_addresses)
+    assert "zhang.wei.1988" not in text
+    assert "10.1.2.3" not in text
+    assert "2001:db8:85a3" not in text
+    assert "z***" in text  # the customer, as actor and as the case's customer
+    assert "10.1.*.*" in text  # the timeline's address column
+    # Where the code was asked for and where it was entered, in the event's data.
+    assert '"from": "10.1.*.*"' in text
+    assert '"to": "2001:db8:*"' in text
+    assert "verification.succeeded" in text  # the timeline itself is all there
+
+
+def test_with_view_pii_the_case_page_shows_the_customer_whole(
+    client, case_worked_from_two_addresses, agent
+):
+    from django.contrib.auth.models import Permission
+
+    agent.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    sign_in(client, agent, current_code(agent))
+    text = staff_pages(client, case_worked_from_two_addresses)
+    assert "zhang.wei.1988" in text
+    assert "10.1.2.3" in text
+    assert "2001:db8:85a3::8a2e:370:7334" in text

@@ -1,10 +1,12 @@
 """Bulk recovery through the back office: a job the request starts and a worker carries out."""
 
-from datetime import timedelta
+import importlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
+from activation.errors import InvalidWindow
 from activation.models import (
     ActivationCase,
     ActorType,
@@ -15,6 +17,7 @@ from activation.models import (
     FailureReason,
     SystemEvent,
 )
+from activation.services.bulk_recovery import start_bulk_recovery
 from activation.tasks import sweep_bulk_recovery_jobs
 from activation.transitions import transition
 from tests.factories import CustomerFactory, open_failed_case
@@ -41,10 +44,11 @@ def core_failures(count: int) -> list[ActivationCase]:
 
 
 def window(reason: str = "core outage 14:00-15:00") -> dict[str, str]:
-    fmt = "%Y-%m-%d %H:%M:%S"
+    """The last hour, up to this moment: a window may not end in the future."""
+    now = timezone.localtime()
     return {
-        "since": (timezone.localtime() - timedelta(hours=1)).strftime(fmt),
-        "until": (timezone.localtime() + timedelta(hours=1)).strftime(fmt),
+        "since": (now - timedelta(hours=1)).isoformat(),
+        "until": now.isoformat(),
         "reason": reason,
     }
 
@@ -151,6 +155,96 @@ def test_a_window_that_ends_before_it_starts_is_a_form_error_and_starts_nothing(
     assert "The window must end after it starts." in response.text
     assert not BulkRecoveryJob.objects.exists()
     assert not SystemEvent.objects.exists()
+
+
+def _days_ago(days: float) -> str:
+    return (timezone.localtime() - timedelta(days=days)).strftime("%Y-%m-%d %H:%M")
+
+
+OUT_OF_BOUNDS = {
+    "year 1": ("0001-01-01 00:00", "0001-01-02 00:00", "within the last 90 days"),
+    "year 1 to now": ("0001-01-01 00:00", _days_ago(0.01), "within the last 90 days"),
+    "far in the future": ("9999-12-31 23:59", "9999-12-31 23:59:59", "cannot end in the future"),
+    "from an hour ago to next year": (_days_ago(1 / 24), _days_ago(-365), "in the future"),
+    "91 to 89 days ago": (_days_ago(91), _days_ago(89), "within the last 90 days"),
+}
+
+
+@pytest.mark.parametrize(("since", "until", "error"), OUT_OF_BOUNDS.values(), ids=OUT_OF_BOUNDS)
+def test_a_window_outside_the_last_90_days_is_a_form_error_and_starts_nothing(
+    supervisor_client, since, until, error, django_capture_on_commit_callbacks
+):
+    core_failures(1)
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        response = supervisor_client.post(START, {"since": since, "until": until, "reason": "x"})
+    assert response.status_code == 200
+    assert error in response.text
+    assert not BulkRecoveryJob.objects.exists()
+    assert not SystemEvent.objects.exists()
+    assert not queued
+    assert supervisor_client.get(START).status_code == 200
+
+
+def test_a_window_of_the_last_90_days_up_to_the_next_minute_is_accepted(
+    supervisor_client, django_capture_on_commit_callbacks
+):
+    cases = core_failures(1)
+    # "Until now", typed to the minute: the next minute, a few seconds into the future.
+    next_minute = (timezone.localtime() + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = supervisor_client.post(
+            START, {**window(), "since": _days_ago(89.99), "until": next_minute}
+        )
+    assert response.status_code == 302
+    assert BulkRecoveryJob.objects.count() == 1
+    assert supervisor_client.get(START).status_code == 200
+    assert supervisor_client.get(response["Location"]).status_code == 200
+    assert states(cases) == {CaseState.SUBMITTING}
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC)),
+        (timezone.now() - timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC)),
+    ],
+    ids=["year 1", "ending in 9999"],
+)
+def test_the_service_refuses_a_window_outside_the_last_90_days_too(supervisor, since, until):
+    with pytest.raises(InvalidWindow):
+        start_bulk_recovery(staff=supervisor, since=since, until=until, reason="outage")
+    assert not BulkRecoveryJob.objects.exists()
+    assert not SystemEvent.objects.exists()
+
+
+@pytest.mark.postgres
+def test_a_year_1_job_stored_before_windows_were_bounded_is_stopped_and_the_pages_work_again(
+    supervisor_client, supervisor, time_machine
+):
+    from django.apps import apps
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO activation_bulkrecoveryjob (status, since, until, reason,"
+            " requested_by_id, created_at, total, processed, resubmitted, skipped,"
+            " last_case_id, error) VALUES ('queued', %s, %s, 'outage', %s, now(),"
+            " 0, 0, 0, 0, 0, '') RETURNING id",
+            # As PostgreSQL kept a window typed as year 1 in Shanghai: a year-0 (BC) time in UTC.
+            ["0001-01-01 00:00:00+08", "0001-01-02 00:00:00+08", supervisor.pk],
+        )
+        (job_id,) = cursor.fetchone()
+    migration = importlib.import_module(
+        "activation.migrations.0009_bulk_recovery_jobs_with_unreadable_windows"
+    )
+    migration.stop_jobs_with_unreadable_windows(apps, None)
+
+    assert supervisor_client.get(START).status_code == 200
+    page = supervisor_client.get(f"{START}{job_id}/")
+    assert page.status_code == 200
+    assert "Stopped by an error" in page.text
+    time_machine.move_to(timezone.now() + timedelta(minutes=2))
+    assert sweep_bulk_recovery_jobs() == 0  # the sweep no longer queues it again
 
 
 def test_agents_can_neither_start_a_bulk_recovery_nor_watch_one(

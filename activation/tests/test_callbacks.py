@@ -194,6 +194,13 @@ def _signed_event(case, change, *, webhook_id="msg_bad") -> tuple[str, dict]:
     return body, signed_headers(body, webhook_id=webhook_id)
 
 
+def _nested(depth: int) -> list:
+    value: list = []
+    for _level in range(depth - 1):
+        value = [value]
+    return value
+
+
 UNSTORABLE = {
     "a NUL in the activation id": lambda e: e["data"].update(activation_id="act\x00ivation"),
     "a NUL in a field the portal does not read": lambda e: e["data"].update(note="a\x00b"),
@@ -211,6 +218,16 @@ UNSTORABLE = {
         credit_line_ref="CL-" + "9" * 97
     ),
     "data that is a list": lambda e: e.update(data=[1, 2]),
+    # JSON's "\ud800" escape decodes to a lone surrogate, which UTF-8 cannot encode.
+    "a lone surrogate in a field the portal does not read": lambda e: e["data"].update(
+        note="\ud800"
+    ),
+    "a lone surrogate in a key": lambda e: e["data"].update({"n\udc00te": "x"}),
+    "a lone surrogate in an extra field of the event": lambda e: e.update(note="ok \udbff"),
+    "a lone surrogate in a type the contract does not define": lambda e: e.update(
+        type="x.y", data={"note": "\ud800"}
+    ),
+    "nesting deeper than the portal reads": lambda e: e["data"].update(z=_nested(40)),
 }
 
 
@@ -227,6 +244,28 @@ def test_a_signed_callback_the_database_could_not_store_gets_400_and_changes_not
     assert response.json()["details"]  # says which field, or why
     assert snapshot(awaiting_case) == before
     assert not CoreCallback.objects.exists()
+
+
+def test_a_signed_callback_nested_5000_deep_gets_400_and_changes_nothing(client, awaiting_case):
+    before = snapshot(awaiting_case)
+    # Written by hand: json.dumps itself cannot nest this deep.
+    body = event_body(awaiting_case)[:-1] + ', "z": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_payload"
+    assert "nested too deep" in str(response.json()["details"])
+    assert snapshot(awaiting_case) == before
+    assert not CoreCallback.objects.exists()
+
+
+def test_a_callback_nested_as_deep_as_the_portal_reads_is_applied(client, awaiting_case):
+    event = json.loads(event_body(awaiting_case))
+    event["data"]["trace"] = _nested(30)  # 32 levels with the event and its data
+    body = json.dumps(event)
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 200
+    assert response.json() == {"status": "applied"}
+    assert CoreCallback.objects.get().payload["data"]["trace"] == _nested(30)
 
 
 @pytest.mark.postgres

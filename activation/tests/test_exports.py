@@ -365,6 +365,36 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
         assert names == {"'" + text[0] + "***" for text in FORMULAS} | {"W***"}
 
 
+# A spreadsheet skips blanks before the "=": spaces, line breaks, no-break and other Unicode
+# spaces, and zero-width characters.
+HIDDEN_FORMULAS = (
+    " =2+2",
+    "\n=3+3",
+    "\r\n+4",
+    "\u00a0=1+1",
+    "\t \u3000@SUM(A1)",
+    "\u2003-5",
+    "\u200b=6",
+    "\ufeff\u202f=7",
+)
+NOT_FORMULAS = ("C-000001", " C-2=3", "\u00a0plain")
+
+
+@pytest.mark.parametrize("pii", [False, True], ids=["masked", "with-pii"])
+def test_csv_cells_with_a_formula_behind_blanks_start_with_a_quote(
+    csv_path, pii, auditor_client, auditor, tmp_path
+):
+    from django.contrib.auth.models import Permission
+
+    if pii:
+        auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    for reference in HIDDEN_FORMULAS + NOT_FORMULAS:
+        open_failed_case(CustomerFactory(customer_reference=reference))
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    references = {row["customer_reference"] for row in csv_rows(content)}
+    assert references == {"'" + text for text in HIDDEN_FORMULAS} | set(NOT_FORMULAS)
+
+
 @pytest.mark.parametrize("pii", [False, True], ids=["masked", "with-pii"])
 def test_xlsx_cells_are_strings_never_formulas(
     formula_customers, pii, auditor_client, auditor, tmp_path
@@ -443,3 +473,53 @@ def test_with_view_pii_the_actor_and_address_are_exported_whole(
         ("customer", customer.username, "203.0.113.7"),
         ("staff", agent.username, "2001:db8:85a3::8a2e:370:7334"),
     }
+
+
+@pytest.fixture
+def address_change(customer):
+    """A customer who asked for a code from one address and entered it from another."""
+    case = open_failed_case(customer)
+    append_case_event(
+        case,
+        kind="verification.succeeded",
+        actor_type=ActorType.CUSTOMER,
+        actor=customer,
+        data={"ip_changed": {"from": "10.1.2.3", "to": "2001:db8:85a3::8a2e:370:7334"}},
+    )
+    return case
+
+
+def _address_changes(rows) -> list:
+    """The ``ip_changed`` of each row's data (a JSON string in CSV, an object in JSON Lines)."""
+    data = [row["data"] for row in rows]
+    data = [json.loads(d) if isinstance(d, str) else d for d in data]
+    return [d["ip_changed"] for d in data if "ip_changed" in d]
+
+
+def test_a_masked_csv_masks_the_addresses_in_an_events_data(
+    address_change, csv_path, auditor_client, tmp_path
+):
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    assert _address_changes(csv_rows(content)) == [{"from": "10.1.*.*", "to": "2001:db8:*"}]
+    assert "10.1.2.3" not in content.decode()
+    assert "2001:db8:85a3" not in content.decode()
+
+
+def test_masked_json_lines_mask_the_addresses_in_an_events_data(
+    address_change, auditor_client, tmp_path
+):
+    content = export_through_the_view(auditor_client, tmp_path, "jsonl")
+    rows = [json.loads(line) for line in content.decode().splitlines()]
+    assert _address_changes(rows) == [{"from": "10.1.*.*", "to": "2001:db8:*"}]
+
+
+def test_with_view_pii_the_addresses_in_an_events_data_are_exported_whole(
+    address_change, csv_path, auditor_client, auditor, tmp_path
+):
+    from django.contrib.auth.models import Permission
+
+    auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    assert _address_changes(csv_rows(content)) == [
+        {"from": "10.1.2.3", "to": "2001:db8:85a3::8a2e:370:7334"}
+    ]

@@ -1,6 +1,9 @@
 """With JavaScript on, no customer or back-office page breaks its Content-Security-Policy."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from activation.models import ActorType, BulkRecoveryJob, CaseState, FailureReason
@@ -127,8 +130,10 @@ def test_back_office_pages_with_javascript_keep_to_the_policy(browser, live_serv
         "/backoffice/bulk-recovery/",
     ):
         watch.visit(base + path)
-    page.get_by_label("Failed since").fill("2020-01-01 00:00:00")
-    page.get_by_label("Failed before").fill("2030-01-01 00:00:00")
+    # Since yesterday until now, typed to the minute (the next one): within the last 90 days.
+    now = timezone.localtime()
+    page.get_by_label("Failed since").fill(f"{now - timedelta(days=1):%Y-%m-%d %H:%M}")
+    page.get_by_label("Failed before").fill(f"{now + timedelta(minutes=1):%Y-%m-%d %H:%M}")
     page.get_by_label("Reason").fill("after the outage")
     page.get_by_role("button", name="Resubmit these cases").click()
     expect(page.get_by_text("Done")).to_be_visible()  # tasks are eager in tests

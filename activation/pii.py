@@ -1,0 +1,32 @@
+"""What staff without ``view_pii`` see of a customer: enough to work the case, not who it is."""
+
+from typing import Any
+
+from accounts.masking import mask_ip_address, mask_name
+
+from .roles import can
+
+
+def may_see_pii(user) -> bool:
+    """Whether ``user`` sees customers' names, usernames and addresses whole."""
+    return can(user, "view_pii")
+
+
+def actor_label(username: str, *, is_staff: bool, pii: bool) -> str:
+    """Name who did something: staff by username (who did what is the point), customers masked."""
+    return username if pii or is_staff else mask_name(username)
+
+
+def event_data(data: Any, *, pii: bool) -> Any:
+    """Return an event's ``data`` as shown: without ``pii``, the addresses it holds are masked.
+
+    Only what is shown changes; the stored data, which the hash chain covers, never does.
+    """
+    change = data.get("ip_changed") if isinstance(data, dict) else None
+    if pii or not isinstance(change, dict):
+        return data
+    masked = {
+        key: mask_ip_address(value) if isinstance(value, str) else value
+        for key, value in change.items()
+    }
+    return {**data, "ip_changed": masked}
