@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.masking import mask_phone_number
+from accounts.roles import can
 from portal.backoffice import backoffice
 
 from . import selectors
@@ -31,7 +32,6 @@ from .models import (
     CreditLine,
     OverrideRequest,
 )
-from .roles import can
 
 
 class ReadOnlyMixin:

@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "axes",
     "django_ratelimit",
     "accounts",
+    "audit",
     "verification",
     "activation",
 ]
