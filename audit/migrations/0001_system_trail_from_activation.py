@@ -2,7 +2,7 @@
 
 The table keeps its name, so only Django's idea of whose model it is changes; its content type
 (and with it the permissions staff roles hold) moves along; the append-only trigger is installed
-under this app's name before the activation app drops the old one (activation 0009).
+under this app's name before the activation app drops the old one (activation 0010).
 """
 
 import django.db.models.deletion

@@ -8,7 +8,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("activation", "0008_sign_in_lockout_role"),
+        ("activation", "0009_bulk_recovery_jobs_with_unreadable_windows"),
         ("audit", "0001_system_trail_from_activation"),
     ]
 
