@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
-from activation.roles import can
+from accounts.roles import can
 from portal.backoffice import backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip

@@ -16,8 +16,8 @@ from django.utils.translation import gettext as _
 
 from accounts.masking import mask_phone_number
 from accounts.models import User
-from activation.audit import record_system_event
-from activation.roles import can
+from accounts.roles import can
+from audit.services import record_system_event
 from portal.errors import DomainError, NotPermitted, ReasonRequired
 
 PERMISSION = "lift_sign_in_lockout"

@@ -5,6 +5,8 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.services import record_system_event
+
 from .models import User
 
 
@@ -67,8 +69,6 @@ def record_role_change(
     Call it after the change is saved (flags and memberships), in the same transaction, with the
     snapshot taken before it.
     """
-    from activation.audit import record_system_event  # the audit trail lives with activation
-
     after = role_snapshot(user.pk)
     changes = _differences(before, after)
     if not changes:
@@ -91,8 +91,6 @@ def record_role_change(
 def record_password_set(*, user: User, changed_by: User | None, ip: str | None = None) -> None:
     """Put a password set for ``user`` by someone else (a superuser in the back office) on the
     system audit trail: for staff, this is how a forgotten password is reset."""
-    from activation.audit import record_system_event  # the audit trail lives with activation
-
     record_system_event(
         kind="account.password_set",
         actor=changed_by,

@@ -7,6 +7,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
+from accounts.roles import ROLES
+from audit.services import record_system_event
 from portal.queue import enqueue_on_commit
 from verification.models import Channel, Purpose
 from verification.services import CheckResult, VerificationError, check_code, issue_code
@@ -65,9 +67,6 @@ def create_staff_user(
     *, username: str, role: str, password: str, email: str = "", first_name: str = ""
 ) -> tuple[User, TOTPDevice]:
     """Create a staff member in one role, with the authenticator device they must sign in with."""
-    from activation.audit import record_system_event  # the audit trail lives with activation
-    from activation.roles import ROLES
-
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     user = User(username=username, email=email, first_name=first_name, is_staff=True)

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
+from accounts.roles import can
 from portal.backoffice import backoffice
 
 from . import selectors
@@ -33,7 +34,6 @@ from .models import (
     OverrideRequest,
 )
 from .pii import actor_label, event_data, may_see_pii
-from .roles import can
 
 
 def _without_pii(fields) -> list:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from accounts.roles import can
 from portal.backoffice import backoffice
 from portal.breaker import core_breaker, sms_gateway_breaker
 from portal.errors import DomainError
@@ -31,7 +32,6 @@ from .models import (
     FailureReason,
     OverrideRequest,
 )
-from .roles import can
 from .services import staff as actions
 from .services.bulk_recovery import check_bulk_recovery_window, start_bulk_recovery
 from .services.emergency import set_core_submissions_paused

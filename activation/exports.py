@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from accounts.models import User
+from audit.chain import canonical_timestamp
+from audit.services import record_system_event
 
-from .audit import record_system_event
-from .chain import canonical_timestamp
 from .models import CaseEvent
 from .pii import event_data
 from .timeline import find_case_chain_break

@@ -2,8 +2,10 @@
 
 from collections.abc import Iterable
 
-from .audit import find_system_chain_break, record_system_event
-from .models import ActivationCase, SystemEvent
+from audit.models import SystemEvent
+from audit.services import find_system_chain_break, record_system_event
+
+from .models import ActivationCase
 from .timeline import find_case_chain_break
 
 

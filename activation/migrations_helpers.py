@@ -16,7 +16,7 @@ def roles_creator(role_permissions: dict[str, list[str]]):
                 create_permissions(app_config, apps=apps, verbosity=0)
             finally:
                 app_config.models_module = models_module
-        from activation.roles import sync_roles
+        from accounts.roles import sync_roles
 
         sync_roles(
             apps.get_model("auth", "Group"),

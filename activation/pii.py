@@ -3,8 +3,7 @@
 from typing import Any
 
 from accounts.masking import mask_ip_address, mask_name
-
-from .roles import can
+from accounts.roles import can
 
 
 def may_see_pii(user) -> bool:

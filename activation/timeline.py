@@ -7,9 +7,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import User
-from portal.middleware import client_ip
-
-from .chain import (
+from audit.chain import (
     GENESIS_HASH,
     ChainBreak,
     canonical_timestamp,
@@ -17,6 +15,8 @@ from .chain import (
     find_chain_break,
     json_native,
 )
+from portal.middleware import client_ip
+
 from .models import ActivationCase, ActorType, CaseEvent
 
 

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "axes",
     "django_ratelimit",
     "accounts",
+    "audit",
     "verification",
     "activation",
 ]

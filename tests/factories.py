@@ -7,9 +7,9 @@ from django.contrib.auth.models import Group, Permission
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
+from accounts.roles import sync_roles
 from activation import services
 from activation.models import ActivationCase, CreditLine, FailureReason
-from activation.roles import sync_roles
 
 PASSWORD = "correct horse battery staple"
 

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from activation.audit import record_system_event
+from audit.services import record_system_event
 from portal.errors import DomainError
 
 from .models import AuthenticatorReset

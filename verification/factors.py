@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from activation.audit import record_system_event
+from audit.services import record_system_event
 from portal.errors import DomainError
 
 from . import enrolment

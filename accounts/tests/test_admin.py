@@ -5,9 +5,9 @@ import re
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from activation.audit import find_system_chain_break
-from activation.models import SystemEvent
 from activation.tests.test_backoffice import current_code, sign_in
+from audit.models import SystemEvent
+from audit.services import find_system_chain_break
 from tests.factories import CustomerFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,9 +7,9 @@ import pytest
 from axes.models import AccessAttempt
 from django.test import Client
 
-from activation.models import SystemEvent
 from activation.tests.test_backoffice import current_code
 from activation.tests.test_backoffice import sign_in as backoffice_sign_in
+from audit.models import SystemEvent
 from tests.factories import PASSWORD, CustomerFactory
 
 pytestmark = pytest.mark.django_db

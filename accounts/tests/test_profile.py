@@ -8,7 +8,7 @@ import time_machine
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from activation.models import SystemEvent
+from audit.models import SystemEvent
 from tests.factories import StaffFactory
 from tests.fixtures import last_sms_code
 

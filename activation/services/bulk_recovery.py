@@ -9,9 +9,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from audit.services import record_system_event
 from portal.queue import enqueue_on_commit
 
-from ..audit import record_system_event
 from ..errors import InvalidWindow
 from ..models import ActivationCase, BulkRecoveryJob
 from ..timeline import SYSTEM_CONTEXT, RequestContext

@@ -5,11 +5,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from accounts.roles import can
+from audit.services import record_system_event
 
-from ..audit import record_system_event
 from ..errors import NotPermitted, ReasonRequired
 from ..models import CoreRequest, CoreSubmissionSwitch
-from ..roles import can
 
 
 def _switch_for_update() -> CoreSubmissionSwitch:

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from accounts.roles import can
 from verification.services import lift_activation_lockout
 
 from ..errors import NotPermitted, OverrideNotAllowed, ReasonRequired, TransitionNotAllowed
@@ -18,7 +19,6 @@ from ..models import (
     FailureReason,
     OverrideRequest,
 )
-from ..roles import can
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 from ..transitions import transition
 from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim

@@ -19,13 +19,8 @@ def submitted_case(customer, capture_on_commit) -> tuple[ActivationCase, CoreReq
 
 def business_state() -> tuple:
     """Everything a bad request must leave as it was: cases, lines, timelines, audit, outbox."""
-    from activation.models import (
-        CaseEvent,
-        CoreCallback,
-        CreditLine,
-        OverrideRequest,
-        SystemEvent,
-    )
+    from activation.models import CaseEvent, CoreCallback, CreditLine, OverrideRequest
+    from audit.models import SystemEvent
 
     return (
         list(

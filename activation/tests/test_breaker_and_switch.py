@@ -7,10 +7,11 @@ from django.core.management import call_command
 from django.utils import timezone, translation
 
 from activation import services
-from activation.audit import find_system_chain_break
-from activation.models import CoreRequest, SystemEvent
+from activation.models import CoreRequest
 from activation.services.emergency import ReasonRequired, set_core_submissions_paused
 from activation.tasks import sweep_core_outbox
+from audit.models import SystemEvent
+from audit.services import find_system_chain_break
 from portal.breaker import core_breaker, sms_gateway_breaker
 from tests.factories import CustomerFactory
 

@@ -15,11 +15,11 @@ from activation.models import (
     CaseState,
     CoreRequest,
     FailureReason,
-    SystemEvent,
 )
 from activation.services.bulk_recovery import start_bulk_recovery
 from activation.tasks import sweep_bulk_recovery_jobs
 from activation.transitions import transition
+from audit.models import SystemEvent
 from tests.factories import CustomerFactory, open_failed_case
 
 from .test_backoffice import current_code, sign_in

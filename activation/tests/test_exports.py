@@ -9,9 +9,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from activation.exports import COLUMNS, ExportFilters, write_export
-from activation.models import ActorType, CaseEvent, CaseState, SystemEvent
+from activation.models import ActorType, CaseEvent, CaseState
 from activation.timeline import append_case_event
 from activation.transitions import transition
+from audit.models import SystemEvent
 from tests.factories import CustomerFactory, open_failed_case
 
 pytestmark = pytest.mark.django_db

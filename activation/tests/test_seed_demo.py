@@ -2,7 +2,8 @@ from django.core.management import call_command
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from activation.models import ActivationCase, SystemEvent
+from activation.models import ActivationCase
+from audit.models import SystemEvent
 
 
 def test_seed_demo_creates_staff_through_create_staff_user_with_their_audit_events(db):

@@ -10,13 +10,13 @@ from activation.models import (
     CoreRequest,
     FailureReason,
     OverrideRequest,
-    SystemEvent,
 )
 from activation.services import bulk_recovery as bulk
 from activation.services import staff as actions
 from activation.services.emergency import set_core_submissions_paused
 from activation.timeline import find_case_chain_break
 from activation.transitions import transition
+from audit.models import SystemEvent
 from tests.factories import CustomerFactory, open_failed_case
 from verification.models import EmailDevice, Purpose, SMSDevice
 

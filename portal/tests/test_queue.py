@@ -2,7 +2,7 @@ import pytest
 from celery.exceptions import NotRegistered
 from django.db import transaction
 
-from activation.models import SystemEvent
+from audit.models import SystemEvent
 from portal.queue import enqueue_on_commit
 
 

@@ -8,7 +8,7 @@ from django.test import Client, RequestFactory
 from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from activation.models import SystemEvent
+from audit.models import SystemEvent
 from portal.backoffice import backoffice
 from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
 from tests.factories import StaffFactory

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from activation.models import SystemEvent
+from audit.models import SystemEvent
 from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
 from tests.factories import PASSWORD, StaffFactory
 from verification.models import AuthenticatorReset

@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
+from accounts.roles import ROLES
 from accounts.services import create_staff_user
-from activation.roles import ROLES
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from activation.roles import ROLE_PERMISSIONS
+from accounts.roles import ROLE_PERMISSIONS
 
 pytestmark = pytest.mark.django_db
 

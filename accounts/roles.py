@@ -6,7 +6,7 @@ VIEW_ALL = [
     "activation.view_corerequest",
     "activation.view_creditline",
     "activation.view_overriderequest",
-    "activation.view_systemevent",
+    "audit.view_systemevent",
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -19,12 +19,14 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "activation.bulk_recover",
         "activation.operate_core_switch",
         "activation.export_case_history",
-        "activation.lift_sign_in_lockout",
+        "audit.lift_sign_in_lockout",
     ],
     # Auditors see everything and change nothing; exporting changes nothing either.
     "auditor": [*VIEW_ALL, "activation.export_case_history"],
 }
 ROLES = tuple(ROLE_PERMISSIONS)
+# The apps whose permissions roles hand out; codenames are unique across them.
+ROLE_APPS = ("activation", "audit")
 
 
 def sync_roles(group_model, permission_model, role_permissions=None) -> None:
@@ -41,7 +43,7 @@ def sync_roles(group_model, permission_model, role_permissions=None) -> None:
 
 
 def role_permissions(user) -> frozenset[str]:
-    """The activation permissions ``user`` holds through roles or grants, superuser or not.
+    """The role permissions ``user`` holds through roles or grants, superuser or not.
 
     Superusers administer staff accounts; working cases takes a role like anyone else's, so
     Django's "a superuser may do anything" does not apply here.
@@ -57,7 +59,7 @@ def role_permissions(user) -> frozenset[str]:
 
         permissions = frozenset(
             Permission.objects.filter(
-                Q(group__user=user) | Q(user=user), content_type__app_label="activation"
+                Q(group__user=user) | Q(user=user), content_type__app_label__in=ROLE_APPS
             ).values_list("codename", flat=True)
         )
     user._activation_role_permissions = permissions
