@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone
 
 from activation.core.simulator import SimulatorConfig, make_server
 from verification.sms import LocmemBackend
@@ -48,6 +49,16 @@ def _empty_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def still_clock(time_machine) -> None:
+    """Stop the clock for a test that counts requests against a rate limit.
+
+    django-ratelimit counts in fixed windows; a test whose requests straddle the end of one
+    would see its count start again halfway and fail by chance.
+    """
+    time_machine.move_to(timezone.now(), tick=False)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,16 @@ import polib
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES"
-SOURCES = ["manage.py", "portal", "accounts", "audit", "verification", "activation", "templates", "locale"]
+SOURCES = [
+    "manage.py",
+    "portal",
+    "accounts",
+    "audit",
+    "verification",
+    "activation",
+    "templates",
+    "locale",
+]
 
 
 def entries(catalogue) -> dict[str, str]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from activation.models import CaseEvent
 from tests.factories import PASSWORD, CustomerFactory, StaffFactory, open_failed_case
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("still_clock")]
 
 # Seven addresses of one IPv6 /64: what one subscriber's router hands out.
 ONE_BLOCK = [f"2001:db8:1:2::{n}" for n in range(1, 8)]

@@ -82,6 +82,7 @@ def test_reconciling_twice_changes_nothing_more(awaiting, core_simulator):
     assert CaseEvent.objects.filter(case=awaiting).count() == events
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_too_many_retry_requests_get_a_friendly_429_that_says_when(client, customer, settings):
     settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER = "3/m"
     case = open_failed_case(customer)

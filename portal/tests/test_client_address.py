@@ -6,7 +6,7 @@ from activation.models import CaseEvent
 from tests.factories import CustomerFactory, open_failed_case
 from verification.sms import LocmemBackend
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("still_clock")]
 
 PROXY = "10.0.0.2"  # the load balancer, as the web node sees it
 ALICE = "203.0.113.10"
