@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from accounts.roles import can
-from portal.backoffice import backoffice
+from portal.backoffice import ReadOnlyAdminMixin, backoffice
 
 from . import selectors
 from .admin_views import (
@@ -41,20 +41,7 @@ def _without_pii(fields) -> list:
     return ["masked_customer" if name == "customer" else name for name in fields]
 
 
-class ReadOnlyMixin:
-    """Nothing here is edited through the admin: every change goes through a service."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
@@ -181,7 +168,7 @@ class AssigneeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ActivationCase, site=backoffice)
-class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_list_template = "backoffice/case_queue.html"
     change_form_template = "backoffice/case_page.html"
     list_display = (
@@ -312,7 +299,7 @@ class ActivationCaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(CreditLine, site=backoffice)
-class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class CreditLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("reference", "product_name", "customer", "status", "core_version")
     list_filter = ("status",)
     search_fields = ("reference",)
@@ -333,7 +320,7 @@ class CreditLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(OverrideRequest, site=backoffice)
-class OverrideRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class OverrideRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "case_link",

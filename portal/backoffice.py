@@ -94,6 +94,20 @@ def _start_staff_session_on_second_factor(sender, request, user, **kwargs) -> No
         start_staff_session(request)
 
 
+class ReadOnlyAdminMixin:
+    """Nothing of this model is added, edited or deleted through the admin: changes go through
+    a service, which checks permissions and writes the audit event."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class BackofficeSite(OTPAdminSite):
     site_header = _("Activation Rescue back office")
     site_title = _("Activation Rescue")

@@ -9,7 +9,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import User
 from accounts.roles import sync_roles
 from activation import services
-from activation.models import ActivationCase, CreditLine, FailureReason
+from activation.models import ActivationCase, ActorType, CaseState, CreditLine, FailureReason
+from activation.transitions import transition
 
 PASSWORD = "correct horse battery staple"
 
@@ -69,3 +70,12 @@ def open_failed_case(
     """A case as production opens it: failed, with its first timeline event."""
     line = CreditLineFactory(customer=customer) if customer else CreditLineFactory()
     return services.open_case(credit_line=line, reason=reason)
+
+
+def open_review_case(
+    customer: User | None = None, reason: FailureReason = FailureReason.CORE_UNAVAILABLE
+) -> ActivationCase:
+    """A case that failed for ``reason`` and went to staff, as the system hands it over."""
+    case = open_failed_case(customer or CustomerFactory(), reason=reason)
+    transition(case, to=CaseState.NEEDS_REVIEW, actor_type=ActorType.SYSTEM, reason=reason)
+    return case

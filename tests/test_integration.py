@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from activation import services
 from activation.models import (
-    ActorType,
     BulkRecoveryJob,
     CaseEvent,
     CaseState,
@@ -21,10 +20,9 @@ from activation.models import (
 from activation.services.bulk_recovery import start_bulk_recovery
 from activation.tasks import sweep_core_outbox
 from activation.timeline import find_case_chain_break
-from activation.transitions import transition
 from portal.celery import app as celery_app
 
-from .factories import CustomerFactory, open_failed_case
+from .factories import CustomerFactory, open_failed_case, open_review_case
 from .fixtures import last_sms_code, wait_until
 from .processes import Process, database_url, portal_env, start_simulator, start_worker
 
@@ -202,16 +200,7 @@ def test_a_worker_whose_connections_died_reconnects_without_failing_a_task(named
 def test_a_worker_carries_out_a_bulk_recovery_in_batches(workers, worker_env, supervisor):
     worker_env["ACTIVATION_BULK_RECOVERY_BATCH_SIZE"] = "2"
     worker = workers()
-    cases = []
-    for _ in range(5):
-        case = open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE)
-        transition(
-            case,
-            to=CaseState.NEEDS_REVIEW,
-            actor_type=ActorType.SYSTEM,
-            reason=FailureReason.CORE_UNAVAILABLE,
-        )
-        cases.append(case)
+    cases = [open_review_case(reason=FailureReason.CORE_UNAVAILABLE) for _ in range(5)]
     job = start_bulk_recovery(
         staff=supervisor,
         since=timezone.now() - timedelta(hours=1),

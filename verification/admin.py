@@ -2,12 +2,12 @@ from django.http import Http404
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal.backoffice import backoffice
+from portal.backoffice import ReadOnlyAdminMixin, backoffice
 
 from .admin_views import authenticator_resets, enrol_authenticator, own_authenticator
 
 
-class ReadOnlyDeviceAdmin:
+class ReadOnlyDeviceAdmin(ReadOnlyAdminMixin):
     """Mix into every django-otp device admin on the back office: it lists, it never writes.
 
     A form that adds a device, or changes one's owner, key or confirmation, would let one person
@@ -15,15 +15,6 @@ class ReadOnlyDeviceAdmin:
     ``verification.factors`` and ``verification.enrolment``: the owner's replacement with both
     codes, or a reset by two supervisors after which the owner alone sets up the new app.
     """
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class BackofficeTOTPDeviceAdmin(ReadOnlyDeviceAdmin, TOTPDeviceAdmin):

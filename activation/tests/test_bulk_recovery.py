@@ -9,7 +9,6 @@ from django.utils import timezone
 from activation.errors import InvalidWindow
 from activation.models import (
     ActivationCase,
-    ActorType,
     BulkRecoveryJob,
     CaseExport,
     CaseState,
@@ -18,9 +17,8 @@ from activation.models import (
 )
 from activation.services.bulk_recovery import start_bulk_recovery
 from activation.tasks import sweep_bulk_recovery_jobs
-from activation.transitions import transition
 from audit.models import SystemEvent
-from tests.factories import CustomerFactory, open_failed_case
+from tests.factories import CustomerFactory, open_failed_case, open_review_case
 
 from .test_backoffice import current_code, sign_in
 
@@ -30,17 +28,7 @@ START = "/backoffice/bulk-recovery/"
 
 def core_failures(count: int) -> list[ActivationCase]:
     """Cases staff must look at because the core did not answer."""
-    cases = []
-    for _ in range(count):
-        case = open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE)
-        transition(
-            case,
-            to=CaseState.NEEDS_REVIEW,
-            actor_type=ActorType.SYSTEM,
-            reason=FailureReason.CORE_UNAVAILABLE,
-        )
-        cases.append(case)
-    return cases
+    return [open_review_case(reason=FailureReason.CORE_UNAVAILABLE) for _ in range(count)]
 
 
 def window(reason: str = "core outage 14:00-15:00") -> dict[str, str]:

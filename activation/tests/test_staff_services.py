@@ -17,7 +17,7 @@ from activation.services.emergency import set_core_submissions_paused
 from activation.timeline import find_case_chain_break
 from activation.transitions import transition
 from audit.models import SystemEvent
-from tests.factories import CustomerFactory, open_failed_case
+from tests.factories import CustomerFactory, open_failed_case, open_review_case
 from verification.models import EmailDevice, Purpose, SMSDevice
 
 from .helpers import submitted_case
@@ -41,14 +41,7 @@ def review_case(customer, django_capture_on_commit_callbacks):
 
 
 def unverified_review_case():
-    case = open_failed_case(CustomerFactory(), reason=FailureReason.TOO_MANY_ATTEMPTS)
-    transition(
-        case,
-        to=CaseState.NEEDS_REVIEW,
-        actor_type=ActorType.SYSTEM,
-        reason=FailureReason.TOO_MANY_ATTEMPTS,
-    )
-    return case
+    return open_review_case(reason=FailureReason.TOO_MANY_ATTEMPTS)
 
 
 def events(case, kind=None):

@@ -6,9 +6,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from activation.models import ActorType, BulkRecoveryJob, CaseState, FailureReason
-from activation.transitions import transition
-from tests.factories import CustomerFactory, open_failed_case
+from activation.models import BulkRecoveryJob, FailureReason
+from tests.factories import CustomerFactory, open_failed_case, open_review_case
 
 from .conftest import PHONE, last_code, sign_in
 from .test_backoffice import DESKTOP, staff_sign_in
@@ -107,13 +106,7 @@ def test_customer_pages_with_javascript_keep_to_the_policy(
 
 
 def test_back_office_pages_with_javascript_keep_to_the_policy(browser, live_server, supervisor):
-    stuck = open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE)
-    transition(
-        stuck,
-        to=CaseState.NEEDS_REVIEW,
-        actor_type=ActorType.SYSTEM,
-        reason=FailureReason.CORE_UNAVAILABLE,
-    )
+    stuck = open_review_case(reason=FailureReason.CORE_UNAVAILABLE)
     page, watch = watched_page(browser, viewport=DESKTOP, locale="en-US")
     base = live_server.url
     watch.visit(base + "/backoffice/login/")
