@@ -103,6 +103,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "portal.middleware.DeviceIdMiddleware",
+    # Sets the secret "known browser" cookie a sign-in or a password reset earned.
+    "accounts.limits.KnownBrowserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # After the user, the second factor and messages: it ends stale staff sessions.
     "portal.middleware.StaffSessionMiddleware",
@@ -168,12 +170,13 @@ ACCOUNTS_SIGN_IN_RATE_PER_IP = _rate("ACCOUNTS_SIGN_IN_RATE_PER_IP", "30/10m")
 # account, from every address together, count against this rate. Past it, sign-ins to that
 # account are refused with the 429 page, password unchecked, until the window ends (at most 15
 # minutes with the default) -- except from a browser that has signed in to that account before
-# (its device cookie, remembered ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS), which an attacker cannot
-# present. So guessing from any number of addresses gets at most this many tries a window, while
-# the real user on their own phone or computer is never locked out and on a new one waits
-# minutes, not hours. A per-account lock-out would instead let anyone lock any customer out with
-# a few wrong passwords. Counted for any typed account, existing or not, so a refusal tells
-# nothing about who has one.
+# or reset its password there by SMS code (a secret token cookie, not the device id, remembered
+# ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS), which an attacker cannot present. So guessing from any
+# number of addresses gets at most this many tries a window, while the real user on their own
+# phone or computer is never locked out, and on a new one either waits or resets the password by
+# SMS. A per-account lock-out would instead let anyone lock any customer out with a few wrong
+# passwords. Counted for any typed account, existing or not, so a refusal tells nothing about
+# who has one.
 ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT = _rate("ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT", "20/15m")
 ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS = env.int("ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS", default=90)
 # Password-reset requests per client address (an IPv6 /64) and per phone number, normalised;
@@ -406,6 +409,11 @@ BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS = env.float(
 )
 if not 0 < BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS <= 24 * 7:
     raise ImproperlyConfigured("BACKOFFICE_AUTHENTICATOR_ENROLMENT_HOURS must be from 0 to 168.")
+# Someone made a supervisor this recently may neither ask for nor approve an authenticator reset:
+# whoever can grant the role (a superuser) must not be able to drive a reset the same day.
+BACKOFFICE_RESET_ROLE_AGE_HOURS = env.float("BACKOFFICE_RESET_ROLE_AGE_HOURS", default=24.0)
+if not 0 <= BACKOFFICE_RESET_ROLE_AGE_HOURS <= 24 * 90:
+    raise ImproperlyConfigured("BACKOFFICE_RESET_ROLE_AGE_HOURS must be from 0 to 2160.")
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_otp import login as otp_login
@@ -16,7 +17,7 @@ from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
-from . import enrolment, factors
+from . import enrolment, factors, reset_history
 from .factor_forms import (
     AuthenticatorResetRequestForm,
     EnrolAuthenticatorForm,
@@ -36,7 +37,7 @@ REPLACE_ERRORS = {
 
 ENROL_ERRORS = {
     enrolment.EnrolmentResult.NOTHING_PENDING: gettext_lazy(
-        "The key changed because you started again elsewhere: scan this one."
+        "This key no longer works: setting up was started again in another browser."
     ),
     enrolment.EnrolmentResult.WRONG_CODE: gettext_lazy("The code from the new app is not right."),
 }
@@ -150,7 +151,8 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
         "backoffice/authenticator_resets.html",
         _("Reset a lost authenticator app"),
         form=form,
-        resets=factors.pending_authenticator_resets(),
+        resets=reset_history.pending_resets_with_account_changes(),
+        approved=reset_history.recent_approved_resets_with_enrolment(),
     )
 
 
@@ -179,7 +181,8 @@ def enrol_authenticator(request: HttpRequest) -> HttpResponse:
         return redirect("backoffice:login")
     form = EnrolAuthenticatorForm()
     device_id = request.session.get(ENROLMENT_DEVICE_SESSION_KEY)
-    if request.method == "POST" and isinstance(device_id, int):
+    start_again = request.method == "POST" and request.POST.get("action") == "start_again"
+    if request.method == "POST" and not start_again and isinstance(device_id, int):
         form = EnrolAuthenticatorForm(request.POST)
         if form.is_valid():
             result = enrolment.complete_enrolment(
@@ -201,17 +204,32 @@ def enrol_authenticator(request: HttpRequest) -> HttpResponse:
             form.add_error(None, ENROL_ERRORS[result])
     try:
         pending = enrolment.start_enrolment(
-            member=user, reset_id=reset_id, device_id=device_id, ip=client_ip(request)
+            member=user,
+            reset_id=reset_id,
+            device_id=device_id if isinstance(device_id, int) else None,
+            start_again=start_again,
+            ip=client_ip(request),
         )
     except enrolment.EnrolmentClosed as error:
         return _enrolment_ended(request, error.message)
-    request.session[ENROLMENT_DEVICE_SESSION_KEY] = pending.device.pk
+    if pending.device is None:
+        # Another session holds the key: this one shows when and from where, never the key.
+        request.session.pop(ENROLMENT_DEVICE_SESSION_KEY, None)
+    else:
+        request.session[ENROLMENT_DEVICE_SESSION_KEY] = pending.device.pk
+        if start_again:
+            return redirect(request.path)  # a reload must not start again once more
     return _page(
         request,
         "backoffice/authenticator_enrol.html",
         _("Set up your new authenticator app"),
         form=form,
         reset=pending.reset,
+        held_elsewhere=pending.device is None,
+        too_early=start_again and pending.device is None,
+        pending=pending,
+        restart_allowed=pending.device is None
+        and (pending.restart_from is None or pending.restart_from <= timezone.now()),
         # An unverified session: the page shows none of the back office's menus.
         available_apps=[],
         is_nav_sidebar_enabled=False,

@@ -13,6 +13,7 @@ failure count the check just wrote, and with it the throttle that limits guessin
 """
 
 import enum
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -23,13 +24,13 @@ from accounts.models import User
 from audit.services import record_system_event
 from portal.errors import DomainError
 
-from . import enrolment
+from . import enrolment, reset_history
 from .models import AuthenticatorReset, Channel, Purpose
 from .normalize import normalize_code
 from .services import CheckResult, IssuedCode, check_code, issue_code
 
 # Who may request and approve a staff member's authenticator reset (two different people).
-RESET_APPROVER_ROLE = "supervisor"
+RESET_APPROVER_ROLE = reset_history.SUPERVISOR_ROLE
 
 
 class FactorChangeResult(enum.StrEnum):
@@ -213,13 +214,26 @@ def replace_staff_authenticator(
 # --- Staff: a lost app, reset with four eyes ---------------------------------------------------
 
 
-def pending_authenticator_resets():
-    """Reset requests waiting for a second supervisor, oldest first."""
-    return (
-        AuthenticatorReset.objects.filter(status=AuthenticatorReset.Status.PENDING)
-        .select_related("staff_member", "requested_by")
-        .order_by("requested_at")
-    )
+def _require_seasoned_supervisor(person: User, *, at: datetime, who: str) -> None:
+    """Refuse a reset driven by someone made a supervisor (or superuser) shortly before ``at``.
+
+    Whoever can grant the role could otherwise make themselves the second pair of eyes.
+    """
+    limit = reset_history.role_age_limit()
+    granted_at = reset_history.made_supervisor_since(person.pk, at - limit)
+    if granted_at is not None:
+        raise ResetNotAllowed(
+            _(
+                "%(who)s %(name)s was made a supervisor at %(when)s, less than %(hours)s hours "
+                "before: someone else must handle this reset."
+            )
+            % {
+                "who": who,
+                "name": person.get_username(),
+                "when": timezone.localtime(granted_at).strftime("%Y-%m-%d %H:%M"),
+                "hours": f"{limit.total_seconds() / 3600:g}",
+            }
+        )
 
 
 @transaction.atomic
@@ -228,6 +242,7 @@ def request_authenticator_reset(
 ) -> AuthenticatorReset:
     """A supervisor asks to reset another staff member's lost authenticator app."""
     _require_reset_approver(staff)
+    _require_seasoned_supervisor(staff, at=timezone.now(), who=_("The requester"))
     reason = (reason or "").strip()
     if not reason:
         raise ResetNotAllowed(_("Give a reason: it goes on the audit trail."))
@@ -241,8 +256,13 @@ def request_authenticator_reset(
         staff_member=member, status=AuthenticatorReset.Status.PENDING
     ).exists():
         raise ResetNotAllowed(_("A reset for this staff member is already waiting for approval."))
+    # The password as it is now: the window the approval opens is only for this password, so
+    # one set in between (by a superuser, say) opens nothing.
     reset = AuthenticatorReset.objects.create(
-        staff_member=member, reason=reason, requested_by=staff
+        staff_member=member,
+        reason=reason,
+        requested_by=staff,
+        password_fingerprint=enrolment.password_fingerprint(member),
     )
     record_system_event(
         kind="staff.authenticator_reset_requested",
@@ -291,12 +311,24 @@ def approve_authenticator_reset(
     """A second supervisor approves: the old app stops working and the member may set up a new one.
 
     No device is made here, so no supervisor ever sees the new key: the member's next back-office
-    sign-in with their password, within the enrolment window, makes and confirms it.
+    sign-in with their password, within the enrolment window, makes and confirms it. Refused
+    (and nothing changes) if the member's password changed since the request, or if the
+    requester or approver was made a supervisor shortly before acting.
     """
     reset = _lock_pending_reset(reset_id, staff)
     member = User.objects.select_for_update().get(pk=reset.staff_member_id)
     # Checked again: the member may have been made a superuser while the request waited.
     _require_resettable(member)
+    _require_seasoned_supervisor(staff, at=timezone.now(), who=_("The approver"))
+    _require_seasoned_supervisor(reset.requested_by, at=reset.requested_at, who=_("The requester"))
+    if not enrolment.password_unchanged_since_request(reset, member):
+        raise ResetNotAllowed(
+            _(
+                "%(name)s's password was changed after this reset was asked for. Reject it, "
+                "find out from %(name)s who changed it, and ask for a new reset if need be."
+            )
+            % {"name": member.get_username()}
+        )
     TOTPDevice.objects.filter(user=member).delete()
     _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
     # An earlier approval's window that was never used closes: one way in at a time.
@@ -306,8 +338,8 @@ def approve_authenticator_reset(
         enrolled_at__isnull=True,
         enrolment_expires_at__gt=reset.decided_at,
     ).exclude(pk=reset.pk).update(enrolment_expires_at=reset.decided_at)
-    enrolment.open_window(reset, member, now=reset.decided_at)
-    reset.save(update_fields=["enrolment_expires_at", "password_fingerprint"])
+    enrolment.open_window(reset, now=reset.decided_at)
+    reset.save(update_fields=["enrolment_expires_at"])
     record_system_event(
         kind="staff.authenticator_reset_approved",
         actor=staff,

@@ -177,8 +177,9 @@ class AuthenticatorReset(models.Model):
     # verification/enrolment.py); it closes when they have, or at this time.
     enrolment_expires_at = models.DateTimeField(null=True, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
-    # A keyed digest of the member's password hash at approval: a password set afterwards (by
-    # whoever could then use the window) no longer matches, and the window stays shut.
+    # A keyed digest of the member's password hash when the reset was asked for: a password set
+    # afterwards (by whoever could then use the window) no longer matches, so the approval is
+    # refused or the window stays shut.
     password_fingerprint = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:

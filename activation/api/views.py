@@ -62,27 +62,37 @@ def unstorable_json(value: Any) -> str | None:
     return None
 
 
+class StoredCharField(serializers.CharField):
+    """A string checked exactly as the portal stores and looks it up: never trimmed.
+
+    DRF trims by default, but the service reads the raw payload: a value padded with spaces
+    would pass the length check here and then overflow its column (a 500), or be looked up
+    with the spaces it was validated without.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+
 class CoreEventDataSerializer(serializers.Serializer):
     """A callback's ``data``: every field the portal stores must fit where it is stored."""
 
-    credit_line_ref = serializers.CharField(
+    credit_line_ref = StoredCharField(
         max_length=_max_length(CreditLine, "reference"), required=False
     )
-    activation_id = serializers.CharField(
+    activation_id = StoredCharField(
         max_length=_max_length(CreditLine, "core_activation_id"),
         required=False,
         allow_null=True,
         allow_blank=True,
     )
-    status = serializers.CharField(
+    status = StoredCharField(
         max_length=_max_length(CreditLine, "status"),
         required=False,
         allow_null=True,
         allow_blank=True,
     )
-    reason = serializers.CharField(
-        max_length=200, required=False, allow_null=True, allow_blank=True
-    )
+    reason = StoredCharField(max_length=200, required=False, allow_null=True, allow_blank=True)
     version = JsonIntegerField(min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True)
 
 
@@ -97,8 +107,8 @@ class CoreEventsView(APIView):
     permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
-        webhook_id = serializers.CharField(max_length=_max_length(CoreCallback, "webhook_id"))
-        type = serializers.CharField(max_length=_max_length(CoreCallback, "event_type"))
+        webhook_id = StoredCharField(max_length=_max_length(CoreCallback, "webhook_id"))
+        type = StoredCharField(max_length=_max_length(CoreCallback, "event_type"))
         data = CoreEventDataSerializer()
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -217,6 +217,14 @@ UNSTORABLE = {
     "a 100-character credit-line reference": lambda e: e["data"].update(
         credit_line_ref="CL-" + "9" * 97
     ),
+    # Padding that trimming would hide: what is checked is what is stored and looked up.
+    "a type padded past its column": lambda e: e.update(type=" " * 20 + "x" * 64),
+    "an activation id padded past its column": lambda e: e["data"].update(
+        activation_id=" " * 8 + "A" * 64
+    ),
+    "a credit-line reference padded past its column": lambda e: e["data"].update(
+        credit_line_ref=" " * 30 + e["data"]["credit_line_ref"]
+    ),
     "data that is a list": lambda e: e.update(data=[1, 2]),
     # JSON's "\ud800" escape decodes to a lone surrogate, which UTF-8 cannot encode.
     "a lone surrogate in a field the portal does not read": lambda e: e["data"].update(

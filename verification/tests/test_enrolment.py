@@ -7,13 +7,16 @@ from datetime import timedelta
 import pyotp
 import pytest
 import time_machine
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.tests.test_admin import change_form_data
 from audit.models import SystemEvent
 from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
 from tests.factories import PASSWORD, StaffFactory
+from verification import enrolment
 from verification.models import AuthenticatorReset
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +42,18 @@ def reset_through_the_pages(member, requester, approver):
     approver_client = verified_client(approver)
     answer = approver_client.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)
     return approver_client, answer
+
+
+def reset_keeping_the_requester(member, requester, approver) -> Client:
+    """As ``reset_through_the_pages``; return the requester's client (an app code is single-use,
+    so the requester could not sign in again within the same 30 seconds)."""
+    requester_client = verified_client(requester)
+    requester_client.post(
+        RESETS, {"action": "request", "staff_member": member.pk, "reason": "phone stolen"}
+    )
+    reset = AuthenticatorReset.objects.get(staff_member=member, status="pending")
+    verified_client(approver).post(RESETS, {"action": "approve", "reset_id": reset.pk})
+    return requester_client
 
 
 def password_sign_in(client, user, code: str = ""):
@@ -198,4 +213,162 @@ def test_a_member_with_an_app_cannot_open_the_enrolment_page(client, agent):
     response = password_sign_in(client, agent)
     assert response.status_code == 200  # no window: the code is required as always
     assert client.get(ENROL).status_code == 302
+    assert TOTPDevice.objects.filter(user=agent).count() == 1
+
+
+# --- The re-test's chain: a superuser setting up a takeover through a pending reset ------------
+
+
+def set_password_in_the_admin(root_client, member, password: str):
+    response = root_client.post(
+        f"/backoffice/accounts/user/{member.pk}/password/",
+        {"password1": password, "password2": password},
+    )
+    assert response.status_code == 302
+    member.refresh_from_db()
+    assert member.check_password(password)
+
+
+def test_a_password_set_after_the_request_is_shown_to_the_approver_and_refuses_the_approval(
+    supervisor, other_supervisor
+):
+    target = StaffFactory(username="sup3", role="supervisor")
+    root = StaffFactory(username="root-rob", is_superuser=True)
+    verified_client(supervisor).post(
+        RESETS, {"action": "request", "staff_member": target.pk, "reason": "phone stolen"}
+    )
+    reset = AuthenticatorReset.objects.get()
+    devices = list(TOTPDevice.objects.filter(user=target).values())
+    set_password_in_the_admin(verified_client(root), target, "Chosen-by-root-123!")
+
+    approver = verified_client(other_supervisor)
+    page = approver.get(RESETS).text
+    assert "Password set for sup3 by root-rob" in page
+    answer = approver.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)
+
+    assert "password was changed after this reset was asked for" in answer.text
+    reset.refresh_from_db()
+    assert (reset.status, reset.enrolment_expires_at) == ("pending", None)
+    assert list(TOTPDevice.objects.filter(user=target).values()) == devices
+    # The password root chose opens no window: a code is still asked for.
+    attacker = Client()
+    response = attacker.post(
+        LOGIN, {"username": "sup3", "password": "Chosen-by-root-123!", "otp_token": ""}
+    )
+    assert response.status_code == 200
+    assert attacker.get(ENROL).status_code == 302
+    assert kinds() == ["staff.authenticator_reset_requested", "account.password_set"]
+
+
+def test_someone_who_just_made_themselves_supervisor_can_neither_ask_for_nor_approve_a_reset(
+    settings, supervisor, other_supervisor, auditor
+):
+    settings.BACKOFFICE_RESET_ROLE_AGE_HOURS = 24
+    root = StaffFactory(username="root-rob", is_superuser=True)
+    made_at = timezone.now()
+    root_client = verified_client(root)
+    data = change_form_data(root_client, root)
+    data["groups"] = [str(Group.objects.get(name="supervisor").pk)]
+    assert root_client.post(f"/backoffice/accounts/user/{root.pk}/change/", data).status_code == 302
+    assert root.groups.filter(name="supervisor").exists()
+
+    asked = root_client.post(
+        RESETS, {"action": "request", "staff_member": auditor.pk, "reason": "x"}, follow=True
+    )
+    assert "was made a supervisor" in asked.text
+    assert not AuthenticatorReset.objects.filter(staff_member=auditor).exists()
+
+    verified_client(supervisor).post(
+        RESETS, {"action": "request", "staff_member": auditor.pk, "reason": "phone stolen"}
+    )
+    reset = AuthenticatorReset.objects.get()
+    approved = root_client.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)
+    assert "was made a supervisor" in approved.text
+    reset.refresh_from_db()
+    assert reset.status == "pending"
+    assert TOTPDevice.objects.filter(user=auditor, confirmed=True).exists()
+    assert kinds() == ["staff.role_changed", "staff.authenticator_reset_requested"]
+
+    # A day later the role is old enough, but the approver still sees who granted it to whom.
+    with time_machine.travel(made_at + timedelta(hours=25)):
+        approver = verified_client(other_supervisor)
+        page = approver.get(RESETS).text
+        assert "Role changed for root-rob by root-rob" not in page  # root is not in this reset
+        reset_client = verified_client(root)
+        reset_client.post(RESETS, {"action": "reject", "reset_id": reset.pk})
+        reset_client.post(
+            RESETS, {"action": "request", "staff_member": auditor.pk, "reason": "lost"}
+        )
+        mine = AuthenticatorReset.objects.get(status="pending")
+        assert mine.requested_by == root
+        page = approver.get(RESETS).text
+        assert "Role changed for root-rob by root-rob" in page
+        assert "groups +supervisor" in page
+
+
+# --- One key per window, held by the session that asked for it ---------------------------------
+
+
+def test_a_second_session_cannot_swap_the_key_of_a_member_who_is_setting_up(
+    agent, supervisor, other_supervisor
+):
+    requester = reset_keeping_the_requester(agent, supervisor, other_supervisor)
+    member = Client(REMOTE_ADDR="198.51.100.7")
+    password_sign_in(member, agent)
+    secret = enrolment_key(member.get(ENROL))
+    assert enrolment_key(member.get(ENROL)) == secret  # a reload shows the same key
+
+    someone = Client(REMOTE_ADDR="203.0.113.66")  # knows the password
+    password_sign_in(someone, agent)
+    page = someone.get(ENROL)
+    assert page.status_code == 200
+    assert 'class="secret"' not in page.text and "otpauth" not in page.text
+    assert "started in another browser" in page.text and "198.51.100.7" in page.text
+    too_early = someone.post(ENROL, {"action": "start_again"})
+    assert "too early to start again" in too_early.text
+    assert 'class="secret"' not in too_early.text
+    assert someone.post(ENROL, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    assert not is_verified(someone)
+
+    # The supervisors see the start, with its address.
+    assert "Set-up started from 198.51.100.7" in requester.get(RESETS).text
+    done = member.post(ENROL, {"code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 302 and is_verified(member)
+    assert kinds() == [
+        "staff.authenticator_reset_requested",
+        "staff.authenticator_reset_approved",
+        "staff.authenticator_enrolment_started",
+        "staff.authenticator_enrolled",
+    ]
+
+
+def test_after_the_hold_another_session_may_start_again_and_the_replacement_is_audited(
+    agent, supervisor, other_supervisor
+):
+    requester = reset_keeping_the_requester(agent, supervisor, other_supervisor)
+    first = Client(REMOTE_ADDR="198.51.100.7")
+    password_sign_in(first, agent)
+    first_key = enrolment_key(first.get(ENROL))
+    started = timezone.now()
+
+    with time_machine.travel(started + enrolment.KEY_HOLD + timedelta(minutes=1)):
+        second = Client(REMOTE_ADDR="198.51.100.8")
+        password_sign_in(second, agent)
+        assert 'value="start_again"' in second.get(ENROL).text
+        assert second.post(ENROL, {"action": "start_again"}).status_code == 302
+        second_key = enrolment_key(second.get(ENROL))
+        assert second_key != first_key
+        # The first browser is told, not handed a new key.
+        stale = first.post(ENROL, {"code": pyotp.TOTP(first_key).now()})
+        assert "no longer works" in stale.text and 'class="secret"' not in stale.text
+        assert not is_verified(first)
+        restarted = SystemEvent.objects.get(kind="staff.authenticator_enrolment_restarted")
+        assert (restarted.ip_address, restarted.data["replaced_key_started_from"]) == (
+            "198.51.100.8",
+            "198.51.100.7",
+        )
+        page = requester.get(RESETS).text
+        assert "Set-up started again, replacing the key from 198.51.100.8" in page
+        assert second.post(ENROL, {"code": pyotp.TOTP(second_key).now()}).status_code == 302
+        assert is_verified(second)
     assert TOTPDevice.objects.filter(user=agent).count() == 1
