@@ -6,12 +6,16 @@ django-axes locks one (address, account) pair after a few wrong passwords. On to
   and back-office pages together, so one address cannot spray passwords over many accounts;
 - wrong passwords for one account count from every address together; past the ceiling, that
   account's sign-ins are refused for the rest of a short window, except from a browser that has
-  signed in to the account before, so a botnet's guesses are capped and the real user is not
-  locked out (the trade-off is explained at ``ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT``);
-- password-reset requests count per address and per phone number, with or without an account.
+  signed in to the account before or reset its password by SMS code (it holds a secret token
+  cookie), so a botnet's guesses are capped and the real user is not locked out (the trade-off
+  is explained at ``ACCOUNTS_SIGN_IN_FAILURES_PER_ACCOUNT``);
+- password-reset requests count per address and per phone number, with or without an account;
+  past the number's limit the codes already sent to it still work.
 """
 
 import hashlib
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,9 +26,10 @@ from django.contrib.auth.signals import user_logged_in
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from accounts.backends import parse_phone_number, sign_in_identity
 from accounts.models import User
@@ -35,11 +40,17 @@ RESET_REQUEST_GROUP = "accounts.password_reset"
 
 ACCOUNT_CEILING_REASON = _(
     "There were many wrong passwords for this account in a short time, so for its safety it "
-    "can only be signed in to from a phone or computer that has signed in to it before."
+    "can only be signed in to from a phone or computer that has signed in to it before. A "
+    "customer who resets the password with a code sent by SMS can sign in from this one at once."
 )
-NUMBER_LIMIT_REASON = _(
-    "A password reset was asked for this phone number many times in a short time. Any code "
-    "already sent still works."
+NUMBER_LIMIT_MESSAGE = ngettext_lazy(
+    "A password reset was asked for this phone number many times in a short time, so no new "
+    "code was sent. The newest code already sent to it still works until it expires: enter it "
+    "below. You can ask for a new code in %(minutes)s minute.",
+    "A password reset was asked for this phone number many times in a short time, so no new "
+    "code was sent. The newest code already sent to it still works until it expires: enter it "
+    "below. You can ask for a new code in %(minutes)s minutes.",
+    "minutes",
 )
 
 
@@ -60,23 +71,75 @@ def _fixed_key(value: str) -> Callable[[str, HttpRequest], str]:
     return lambda group, request: value
 
 
-def _known_device_key(account: str, device_id: str) -> str:
-    digest = hashlib.sha256(f"{account}\x00{device_id}".encode()).hexdigest()
-    return f"accounts.sign_in.known_device:{digest}"
+# The "known browser" token: a random secret the server hands out at a successful sign-in or
+# password reset, unrelated to the device_id cookie (which the timeline and exports show and the
+# client may choose). Only a keyed digest of (account, token) is kept, in the cache. "token" in
+# the name keeps it out of Django's error reports, which redact such cookies.
+KNOWN_BROWSER_COOKIE = "known_browser_token"
+# In production the __Host- prefix makes browsers accept the cookie only from this very host over
+# HTTPS, so a sibling subdomain cannot plant a token it knows before the person signs in.
+KNOWN_BROWSER_SECURE_COOKIE = "__Host-known_browser_token"
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+
+
+def _known_browser_cookie_name() -> str:
+    return KNOWN_BROWSER_SECURE_COOKIE if settings.SESSION_COOKIE_SECURE else KNOWN_BROWSER_COOKIE
+
+
+def _browser_token(request: HttpRequest) -> str | None:
+    token = request.COOKIES.get(_known_browser_cookie_name(), "")
+    return token if _TOKEN_SHAPE.fullmatch(token) else None
+
+
+def _known_browser_key(account: str, token: str) -> str:
+    digest = salted_hmac("accounts.limits.known_browser", f"{account}\x00{token}").hexdigest()
+    return f"accounts.sign_in.known_browser:{digest}"
+
+
+def remember_browser(request: HttpRequest, account: str) -> None:
+    """Let this browser past ``account``'s ceiling from now on; the response sets its token.
+
+    For a browser that proved it is the account's owner: a right password, or a password reset
+    by a code texted to the account's phone.
+    """
+    token = _browser_token(request) or secrets.token_urlsafe(32)
+    timeout = timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
+    cache.set(_known_browser_key(account, token), True, timeout=int(timeout))
+    request.known_browser_token_to_set = token
 
 
 @receiver(user_logged_in)
-def _remember_the_device(sender, request: HttpRequest | None, user: User, **kwargs) -> None:
-    # A browser that got into an account is let through that account's ceiling later.
-    device_id = getattr(request, "device_id", None)
-    if device_id:
-        timeout = timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
-        cache.set(_known_device_key(user.get_username(), device_id), True, timeout=int(timeout))
+def _remember_the_browser(sender, request: HttpRequest | None, user: User, **kwargs) -> None:
+    if request is not None:
+        remember_browser(request, user.get_username())
 
 
-def _is_known_device(request: HttpRequest, account: str) -> bool:
-    device_id = getattr(request, "device_id", None)
-    return bool(device_id) and bool(cache.get(_known_device_key(account, device_id)))
+def _is_known_browser(request: HttpRequest, account: str) -> bool:
+    token = _browser_token(request)
+    return token is not None and bool(cache.get(_known_browser_key(account, token)))
+
+
+class KnownBrowserMiddleware:
+    """Set the known-browser token cookie on the response of a request that earned one."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        token = getattr(request, "known_browser_token_to_set", None)
+        if token is not None:
+            response.set_cookie(
+                _known_browser_cookie_name(),
+                token,
+                max_age=int(
+                    timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
+                ),
+                httponly=True,
+                secure=settings.SESSION_COOKIE_SECURE,
+                samesite="Lax",
+            )
+        return response
 
 
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -155,7 +218,7 @@ def limit_sign_in_posts(view: Callable[..., HttpResponse]) -> Callable[..., Http
             return too_many_requests(request, wait, back_url=back_url)
         account = _typed_account(request)
         window = _FailureWindow.current(account) if account is not None else None
-        known = window is not None and _is_known_device(request, account)
+        known = window is not None and _is_known_browser(request, account)
         if window is not None and not known and not window.reserve():
             return too_many_requests(
                 request, window.seconds_left, reason=ACCOUNT_CEILING_REASON, back_url=back_url
@@ -174,16 +237,25 @@ def limit_sign_in_posts(view: Callable[..., HttpResponse]) -> Callable[..., Http
     return wrapped
 
 
-def refuse_password_reset(request: HttpRequest) -> HttpResponse | None:
-    """Count a password-reset request; the 429 page if it is past a limit, else None."""
-    back_url = reverse("login")
+@dataclass(frozen=True)
+class ResetRefusal:
+    """A password-reset request past a limit: how long to wait, and the number, if it was its."""
+
+    seconds: int
+    # Set when the number's own limit refused: codes already sent to it still work, so the
+    # person is led to the page where one is entered instead of being shut out.
+    phone_number: str | None = None
+
+
+def refuse_password_reset(request: HttpRequest) -> ResetRefusal | None:
+    """Count a password-reset request; say why it is refused if it is past a limit, else None."""
     wait = seconds_to_wait(
         request,
         group=RESET_REQUEST_GROUP,
         limits=[(client_address_key, settings.ACCOUNTS_PASSWORD_RESET_RATE_PER_IP)],
     )
     if wait:
-        return too_many_requests(request, wait, back_url=back_url)
+        return ResetRefusal(seconds=wait)
     # Counted for every valid number, with or without an account, so a refusal tells nothing.
     number = parse_phone_number(request.POST.get("phone_number", "")[:64])
     if number is None:
@@ -194,5 +266,5 @@ def refuse_password_reset(request: HttpRequest) -> HttpResponse | None:
         limits=[(_fixed_key(f"number:{number}"), settings.ACCOUNTS_PASSWORD_RESET_RATE_PER_NUMBER)],
     )
     if wait:
-        return too_many_requests(request, wait, reason=NUMBER_LIMIT_REASON, back_url=back_url)
+        return ResetRefusal(seconds=wait, phone_number=number)
     return None

@@ -47,19 +47,22 @@ def send_password_reset_code(*, phone_number: str) -> None:
 
 
 @transaction.atomic
-def reset_password_with_code(*, phone_number: str, code: str, new_password: str) -> bool:
-    """Set a new password if ``code`` is the reset code just sent to ``phone_number``."""
+def reset_password_with_code(*, phone_number: str, code: str, new_password: str) -> User | None:
+    """Set a new password if ``code`` is the reset code just sent to ``phone_number``.
+
+    Return the customer whose password it was, or None if nothing changed.
+    """
     user = _customer_with_phone(phone_number)
     if user is None:
-        return False
+        return None
     if check_code(user=user, channel=Channel.SMS, code=code, purpose=Purpose.PASSWORD_RESET) != (
         CheckResult.OK
     ):
-        return False
+        return None
     validate_password(new_password, user)
     user.set_password(new_password)
     user.save(update_fields=["password"])
-    return True
+    return user
 
 
 @transaction.atomic

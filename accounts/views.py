@@ -1,5 +1,7 @@
 """Sign-in, the customer's profile (authenticator app) and password reset by SMS code."""
 
+import math
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -13,10 +15,16 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import PasswordResetConfirmForm, PasswordResetRequestForm, SignInForm
-from accounts.limits import limit_sign_in_posts, refuse_password_reset
+from accounts.limits import (
+    NUMBER_LIMIT_MESSAGE,
+    limit_sign_in_posts,
+    refuse_password_reset,
+    remember_browser,
+)
 from accounts.masking import mask_email, mask_phone_number
 from accounts.qr import qr_svg, totp_secret
 from portal.middleware import client_ip
+from portal.ratelimits import too_many_requests
 from verification import factors
 from verification.factor_forms import ConfirmNewAppForm, ProofForm
 from verification.services import VerificationError
@@ -134,8 +142,15 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def password_reset(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST" and (refused := refuse_password_reset(request)):
-        return refused
+    if request.method == "POST" and (refusal := refuse_password_reset(request)):
+        if refusal.phone_number is None:
+            return too_many_requests(request, refusal.seconds, back_url=reverse("login"))
+        # Only the number's limit: the codes it already got (perhaps asked for by someone else)
+        # still work, so its owner is led to enter one. Each code's guess limit guards that page.
+        request.session[RESET_SESSION_KEY] = refusal.phone_number
+        minutes = max(1, math.ceil(refusal.seconds / 60))
+        messages.warning(request, NUMBER_LIMIT_MESSAGE % {"minutes": minutes})
+        return redirect("password_reset_confirm")
     form = PasswordResetRequestForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         phone_number = form.cleaned_data["phone_number"]
@@ -156,12 +171,16 @@ def password_reset_confirm(request: HttpRequest) -> HttpResponse:
         return redirect("password_reset")
     form = PasswordResetConfirmForm(data=request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if services.reset_password_with_code(
+        user = services.reset_password_with_code(
             phone_number=phone_number,
             code=form.cleaned_data["code"],
             new_password=form.cleaned_data["new_password1"],
-        ):
+        )
+        if user is not None:
             del request.session[RESET_SESSION_KEY]
+            # The code proved this browser holds the account's phone: let it past the account's
+            # ceiling, or guessers could keep the owner off a new browser even after a reset.
+            remember_browser(request, user.get_username())
             messages.success(request, _("Your password was changed. Sign in with the new one."))
             return redirect("login")
         form.add_error("code", _("That code is not right or has expired. Ask for a new one."))

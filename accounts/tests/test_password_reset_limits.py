@@ -1,6 +1,9 @@
 """Password-reset requests cannot be used to flood a number or to use up a customer's codes."""
 
+import re
+
 import pytest
+from django.test import Client
 
 from activation.models import CaseState
 from tests.factories import CustomerFactory, open_failed_case
@@ -8,7 +11,7 @@ from tests.fixtures import last_sms_code
 from verification.models import CodeDelivery, Purpose
 from verification.sms import LocmemBackend
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("still_clock")]
 
 ATTACKER = "203.0.113.66"
 VICTIM_NUMBER = "+8613800138000"
@@ -22,7 +25,9 @@ def victim(db):
 @pytest.fixture(autouse=True)
 def _no_resend_cooldown(settings):
     # An attacker who waits out the minute between codes gets every one; so does this test at once.
-    settings.VERIFICATION_RESEND_COOLDOWN_SECONDS = 0
+    # Below zero, as django-otp allows a new code only once the cooldown has strictly passed, and
+    # the clock is stopped so that the fixed rate-limit windows cannot roll over mid-test.
+    settings.VERIFICATION_RESEND_COOLDOWN_SECONDS = -1
 
 
 def ask_for_reset(client, phone_number, capture, address=ATTACKER):
@@ -46,6 +51,13 @@ def is_rate_limited(response) -> bool:
     )
 
 
+def led_to_enter_a_code_already_sent(response) -> bool:
+    """Refused by the number's limit: sent, with no new code, to the page where one is entered."""
+    return (
+        response.status_code == 302 and response["Location"] == "/accounts/password-reset/confirm/"
+    )
+
+
 def send_and_enter_an_activation_code(client, customer):
     case = open_failed_case(customer)
     client.force_login(customer)
@@ -64,9 +76,10 @@ def test_ten_reset_requests_for_a_victims_number_send_three_texts_and_leave_acti
         for _ in range(10)
     ]
 
-    assert [r.status_code for r in responses] == [302] * 3 + [429] * 7
-    assert all(is_rate_limited(r) for r in responses[3:])
-    assert "asked for this phone number many times" in responses[3].text
+    assert all(led_to_enter_a_code_already_sent(r) for r in responses)
+    page = client.get("/accounts/password-reset/confirm/")
+    assert "asked for this phone number many times" in page.text
+    assert "The newest code already sent to it still works" in page.text
     assert len(sent_to(VICTIM_NUMBER)) == 3  # the per-number limit, not ten
     assert all("password reset code" in body for body in sent_to(VICTIM_NUMBER))
 
@@ -126,8 +139,62 @@ def test_the_per_number_limit_looks_the_same_for_a_number_with_and_without_an_ac
         ]
 
     known, unknown = statuses(VICTIM_NUMBER), statuses("13900000000")
-    assert [r.status_code for r in known] == [r.status_code for r in unknown] == [302] * 3 + [429]
-    assert is_rate_limited(known[-1]) and is_rate_limited(unknown[-1])
-    for response in (known[-1], unknown[-1]):
-        assert "asked for this phone number many times" in response.text
+    assert all(led_to_enter_a_code_already_sent(r) for r in known + unknown)
+    pages = [Client(), Client()]
+    for page, number in zip(pages, (VICTIM_NUMBER, "13900000000"), strict=True):
+        ask_for_reset(page, number, django_capture_on_commit_callbacks, "192.0.2.9")
+    known_page, unknown_page = (page.get("/accounts/password-reset/confirm/") for page in pages)
+    assert known_page.status_code == unknown_page.status_code == 200
+
+    def same_for_all(page):
+        # The form's CSRF token, and the wait (each number's window ends at its own time).
+        text = page.text.replace(str(page.context["csrf_token"]), "TOKEN")
+        return re.sub(r"a new code in \d+ minutes?", "a new code in N minutes", text)
+
+    assert same_for_all(known_page) == same_for_all(unknown_page)
+    assert "asked for this phone number many times" in known_page.text
     assert len(LocmemBackend.outbox) == 3
+
+
+def test_resets_an_attacker_asked_for_still_let_the_victim_set_a_new_password(
+    client, victim, django_capture_on_commit_callbacks
+):
+    for _ in range(3):
+        response = ask_for_reset(client, VICTIM_NUMBER, django_capture_on_commit_callbacks)
+        assert led_to_enter_a_code_already_sent(response)
+    received = [re.search(r"\b(\d{6})\b", body).group(1) for body in sent_to(VICTIM_NUMBER)]
+    assert len(received) == 3
+
+    # The victim's own request is past the number's limit: no new code, but the page to enter one.
+    victims_phone = Client()
+    refused = ask_for_reset(
+        victims_phone, "138 0013 8000", django_capture_on_commit_callbacks, "192.0.2.7"
+    )
+    assert led_to_enter_a_code_already_sent(refused)
+    assert len(sent_to(VICTIM_NUMBER)) == 3
+    page = victims_phone.get("/accounts/password-reset/confirm/")
+    assert "The newest code already sent to it still works" in page.text
+    assert re.search(r"You can ask for a new code in \d+ minutes?\.", page.text)
+
+    new_password = "a new long passphrase"
+    done = victims_phone.post(
+        "/accounts/password-reset/confirm/",
+        {"code": received[-1], "new_password1": new_password, "new_password2": new_password},
+        REMOTE_ADDR="192.0.2.7",
+    )
+    assert done.status_code == 302 and done["Location"] == "/accounts/login/"
+    victim.refresh_from_db()
+    assert victim.check_password(new_password)
+    assert len(LocmemBackend.outbox) == 3  # nothing else was sent
+
+
+def test_past_the_address_limit_no_one_is_led_to_the_code_page(
+    victim, django_capture_on_commit_callbacks
+):
+    requester = Client()
+    for n in range(10):
+        ask_for_reset(requester, f"1390000{n:04d}", django_capture_on_commit_callbacks)
+    refused = ask_for_reset(requester, VICTIM_NUMBER, django_capture_on_commit_callbacks)
+    assert is_rate_limited(refused)
+    assert requester.session.get("password_reset_phone") != VICTIM_NUMBER
+    assert not LocmemBackend.outbox

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from activation.models import CaseEvent
 from tests.factories import PASSWORD, CustomerFactory, StaffFactory, open_failed_case
+from tests.fixtures import last_sms_code
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("still_clock")]
 
@@ -136,3 +137,71 @@ def test_the_account_ceiling_looks_the_same_for_a_name_with_no_account(customer)
         assert all(wrong_password(r) for r in responses[:20]), username
         assert rate_limited(responses[20]), username
         assert "many wrong passwords for this account" in responses[20].text
+
+
+def reach_the_ceiling(username="+86 138 0013 8000"):
+    """Twenty wrong passwords from five addresses, four each: one short of each lock-out."""
+    attacker = Client()
+    for n in range(20):
+        assert wrong_password(sign_in(attacker, username, "wrong", f"198.51.100.{n // 4 + 1}"))
+    return attacker
+
+
+def test_a_victims_device_id_replayed_by_an_attacker_does_not_pass_the_ceiling(customer, caplog):
+    owners_phone = Client()
+    assert signed_in(sign_in(owners_phone, "li.wei"))
+    token = owners_phone.cookies["known_browser_token"]
+    assert token.value != owners_phone.cookies["device_id"].value
+    assert token["httponly"] and token["samesite"] == "Lax"
+    assert int(token["max-age"]) == 90 * 24 * 3600
+    # The token never reaches the logs or the timeline (and so no export); the device id does.
+    case = open_failed_case(customer)
+    owners_phone.post(f"/activation/{case.pk}/retry/", {"action": "send", "channel": "sms"})
+    events = list(CaseEvent.objects.filter(case=case).values())
+    assert events and token.value not in str(events) and token.value not in caplog.text
+    assert {e["device_id"] for e in events} - {""} == {owners_phone.cookies["device_id"].value}
+
+    # The device id is shown in exports, so the attacker has it and sends it as his own.
+    attacker = reach_the_ceiling()
+    attacker.cookies["device_id"] = owners_phone.cookies["device_id"].value
+    refused = [
+        sign_in(attacker, "li.wei", guess, "198.51.100.99") for guess in ("a", "b", PASSWORD)
+    ]
+    assert all(rate_limited(r) for r in refused)  # unchecked: no 21st guess
+    assert "_auth_user_id" not in attacker.session
+    assert not AccessAttempt.objects.filter(ip_address="198.51.100.99").exists()
+    # A token of his own making is no better.
+    attacker.cookies["known_browser_token"] = "A" * 43
+    assert rate_limited(sign_in(attacker, "li.wei", PASSWORD, "198.51.100.99"))
+
+    # The owner's phone, with its token, still gets in.
+    assert signed_in(sign_in(owners_phone, "li.wei", PASSWORD, "192.0.2.44"))
+
+
+def test_after_the_ceiling_a_reset_by_sms_lets_the_owner_in_on_that_same_new_browser(
+    customer, django_capture_on_commit_callbacks
+):
+    attacker = reach_the_ceiling()
+    new_laptop = Client()
+    assert rate_limited(sign_in(new_laptop, "li.wei", PASSWORD, "192.0.2.45"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        new_laptop.post(
+            "/accounts/password-reset/",
+            {"phone_number": "13800138000"},
+            REMOTE_ADDR="192.0.2.45",
+        )
+    code = last_sms_code("+8613800138000")
+    new_password = "a new long passphrase"
+    done = new_laptop.post(
+        "/accounts/password-reset/confirm/",
+        {"code": code, "new_password1": new_password, "new_password2": new_password},
+        REMOTE_ADDR="192.0.2.45",
+    )
+    assert done.status_code == 302 and done["Location"] == "/accounts/login/"
+
+    # The attacker keeps the account at its ceiling; the owner's new laptop is now known.
+    assert rate_limited(sign_in(attacker, "li.wei", "wrong", "198.51.100.50"))
+    assert signed_in(sign_in(new_laptop, "138 0013 8000", new_password, "192.0.2.45"))
+    # Another new browser is still held at the ceiling: only the one that reset is known.
+    assert rate_limited(sign_in(Client(), "li.wei", new_password, "192.0.2.46"))
