@@ -102,7 +102,8 @@ def remember_browser(request: HttpRequest, account: str) -> None:
     For a browser that proved it is the account's owner: a right password, or a password reset
     by a code texted to the account's phone.
     """
-    token = _browser_token(request) or secrets.token_urlsafe(32)
+    # Always a new token: one sent in may have been planted, or shared with another account.
+    token = secrets.token_urlsafe(32)
     timeout = timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
     cache.set(_known_browser_key(account, token), True, timeout=int(timeout))
     request.known_browser_token_to_set = token

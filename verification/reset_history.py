@@ -24,6 +24,7 @@ SUPERVISOR_ROLE = "supervisor"
 # How far back the approval list shows password and role changes of the people in a reset.
 ACCOUNT_CHANGES_SHOWN_FOR = timedelta(days=30)
 ACCOUNT_CHANGE_KINDS = {
+    "staff.created": _("Staff account created"),
     "account.password_set": _("Password set"),
     "staff.role_changed": _("Role changed"),
 }
@@ -73,7 +74,8 @@ def _entry(event: SystemEvent, labels: dict[str, Any]) -> TrailEntry:
         by=event.actor.get_username() if event.actor else "",
         at=event.created_at,
         ip_address=event.ip_address,
-        details=_role_details(data.get("changes") or {}),
+        details=_role_details(data.get("changes") or {})
+        or (f"role {data['role']}" if event.kind == "staff.created" else ""),
     )
 
 
@@ -135,7 +137,11 @@ def recent_approved_resets_with_enrolment() -> list[ResetWithHistory]:
     return [ResetWithHistory(reset, by_reset.get(reset.pk, [])) for reset in resets]
 
 
-def _grants_supervisor(changes: dict[str, Any]) -> bool:
+def _grants_supervisor(event: SystemEvent) -> bool:
+    data = event.data or {}
+    if event.kind == "staff.created":  # create_staff_user, e.g. from the command line
+        return data.get("role") == SUPERVISOR_ROLE
+    changes = data.get("changes") or {}
     # A superuser can put themselves in any group, so becoming one counts as becoming supervisor.
     groups_added = (changes.get("groups") or {}).get("added") or []
     made_superuser = (changes.get("is_superuser") or {}).get("to") is True
@@ -145,10 +151,12 @@ def _grants_supervisor(changes: dict[str, Any]) -> bool:
 def made_supervisor_since(user_id: int, since: datetime) -> datetime | None:
     """When ``user_id`` was last given the supervisor role (or superuser) after ``since``."""
     events = SystemEvent.objects.filter(
-        kind="staff.role_changed", created_at__gte=since, data__user_id=user_id
+        kind__in=["staff.role_changed", "staff.created"],
+        created_at__gte=since,
+        data__user_id=user_id,
     ).order_by("-seq")
     for event in events:
-        if _grants_supervisor((event.data or {}).get("changes") or {}):
+        if _grants_supervisor(event):
             return event.created_at
     return None
 

@@ -178,6 +178,17 @@ def test_a_victims_device_id_replayed_by_an_attacker_does_not_pass_the_ceiling(c
     assert signed_in(sign_in(owners_phone, "li.wei", PASSWORD, "192.0.2.44"))
 
 
+def test_a_planted_token_is_replaced_at_sign_in_and_passes_no_ceiling(customer):
+    shared_kiosk = Client()
+    shared_kiosk.cookies["known_browser_token"] = "A" * 43  # planted by the attacker
+    assert signed_in(sign_in(shared_kiosk, "li.wei", PASSWORD, "192.0.2.50"))
+    assert shared_kiosk.cookies["known_browser_token"].value != "A" * 43
+
+    attacker = reach_the_ceiling()
+    attacker.cookies["known_browser_token"] = "A" * 43
+    assert rate_limited(sign_in(attacker, "li.wei", PASSWORD, "198.51.100.99"))
+
+
 def test_after_the_ceiling_a_reset_by_sms_lets_the_owner_in_on_that_same_new_browser(
     customer, django_capture_on_commit_callbacks
 ):

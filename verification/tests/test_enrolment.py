@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.services import create_staff_user
 from accounts.tests.test_admin import change_form_data
 from audit.models import SystemEvent
 from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
@@ -304,6 +305,26 @@ def test_someone_who_just_made_themselves_supervisor_can_neither_ask_for_nor_app
         page = approver.get(RESETS).text
         assert "Role changed for root-rob by root-rob" in page
         assert "groups +supervisor" in page
+
+
+def test_a_supervisor_just_created_on_the_command_line_cannot_approve_a_reset(
+    settings, supervisor, auditor
+):
+    settings.BACKOFFICE_RESET_ROLE_AGE_HOURS = 24
+    verified_client(supervisor).post(
+        RESETS, {"action": "request", "staff_member": auditor.pk, "reason": "phone stolen"}
+    )
+    reset = AuthenticatorReset.objects.get()
+    # An operator with shell access makes a second pair of eyes of their own.
+    fresh, _device = create_staff_user(username="sup-fresh", role="supervisor", password=PASSWORD)
+
+    fresh_client = verified_client(fresh)
+    approved = fresh_client.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)
+
+    assert "was made a supervisor" in approved.text
+    reset.refresh_from_db()
+    assert reset.status == "pending"
+    assert TOTPDevice.objects.filter(user=auditor, confirmed=True).exists()
 
 
 # --- One key per window, held by the session that asked for it ---------------------------------
