@@ -1,11 +1,15 @@
 """The activation domain's errors, each with a stable code and the HTTP status it maps to."""
 
+from typing import Any
+
 from django.utils.translation import gettext as _
 
 from portal.errors import DomainError, NotPermitted, ReasonRequired
 
 __all__ = [
     "CaseNotFound",
+    "InvalidCoreEvent",
+    "InvalidCoreSignature",
     "InvalidWindow",
     "NotPermitted",
     "OverrideNotAllowed",
@@ -45,3 +49,20 @@ class UnknownCreditLine(DomainError):
 
 class InvalidWindow(DomainError):
     code = "invalid_window"
+
+
+class InvalidCoreSignature(DomainError):
+    code = "invalid_signature"
+    http_status = 401
+
+
+class InvalidCoreEvent(DomainError):
+    """A signed callback the portal cannot take; the core sending it again won't help."""
+
+    code = "invalid_payload"
+    http_status = 400
+
+    def __init__(self, **details: Any) -> None:
+        super().__init__(
+            "The event does not follow the contract; sending it again won't help.", **details
+        )

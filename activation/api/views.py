@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from django.conf import settings
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from activation import services
+from activation.errors import InvalidCoreEvent, InvalidCoreSignature
 from activation.models import CoreCallback, CreditLine
 from activation.services.core_updates import CORE_CALLBACK_TYPES
 
@@ -130,35 +131,19 @@ class CoreEventsView(APIView):
             )
         except (WebhookVerificationError, ValueError) as error:
             # ValueError covers a malformed signature, bad base64 or a non-UTF-8 body.
-            return Response(
-                {
-                    "code": "invalid_signature",
-                    "message": str(error) or "Invalid signature.",
-                    "details": {},
-                },
-                status=status.HTTP_401_UNAUTHORIZED,
-            )
+            raise InvalidCoreSignature(str(error) or "Invalid signature.") from error
         try:
             payload = json.loads(body.decode("utf-8"))  # verified as UTF-8 above
-        except (ValueError, RecursionError):
-            return self._invalid({"non_field_errors": ["Not JSON, or nested too deep to read."]})
+        except (ValueError, RecursionError) as error:
+            raise InvalidCoreEvent(
+                non_field_errors=["Not JSON, or nested too deep to read."]
+            ) from error
         if not isinstance(payload, dict):
-            return self._invalid({"non_field_errors": ["Expected an event object."]})
+            raise InvalidCoreEvent(non_field_errors=["Expected an event object."])
         event = self.InputSerializer(data={**payload, "webhook_id": request.headers["webhook-id"]})
         if not event.is_valid():
-            return self._invalid(event.errors)
+            raise InvalidCoreEvent(**event.errors)
         outcome = services.record_core_callback(
             webhook_id=event.validated_data["webhook_id"], payload=payload
         )
         return Response({"status": outcome})
-
-    @staticmethod
-    def _invalid(details: Any) -> Response:
-        return Response(
-            {
-                "code": "invalid_payload",
-                "message": "The event does not follow the contract; sending it again won't help.",
-                "details": details,
-            },
-            status=status.HTTP_400_BAD_REQUEST,
-        )

@@ -2,6 +2,7 @@
 
 import time
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, Literal
 
 from django.conf import settings
@@ -175,7 +176,17 @@ def _cases_to_poll(now: datetime) -> list[tuple[int, str]]:
         .order_by("state_changed_at")
         .values_list("pk", "credit_line__reference")[:limit]
     )
-    in_review = list(
+    return waiting + _review_cases_due(now, wanted=limit - len(waiting))
+
+
+def _review_poll_key(case_id: int) -> str:
+    return f"reconcile:review-polled:{case_id}"
+
+
+def _review_cases_due(now: datetime, *, wanted: int) -> list[tuple[int, str]]:
+    """Up to ``wanted`` cases in review not asked about within the review poll interval, the
+    longest in review first; read in chunks, and no further than needed."""
+    cases = (
         ActivationCase.objects.filter(
             # Only a case whose request went out at least once can have reached the core.
             Exists(CoreRequest.objects.filter(case=OuterRef("pk"), attempts__gte=1)),
@@ -184,25 +195,16 @@ def _cases_to_poll(now: datetime) -> list[tuple[int, str]]:
         )
         .order_by("state_changed_at")
         .values_list("pk", "credit_line__reference")
+        .iterator(chunk_size=500)
     )
-    return waiting + _not_polled_recently(in_review, now)[: max(limit - len(waiting), 0)]
-
-
-def _review_poll_key(case_id: int) -> str:
-    return f"reconcile:review-polled:{case_id}"
-
-
-def _not_polled_recently(cases: list[tuple[int, str]], now: datetime) -> list[tuple[int, str]]:
-    """The cases in review not asked about within the review poll interval."""
     # The marker holds the time of the poll, not just its presence, so that a test moving the
     # clock (and a cache that keeps keys a little longer) still sees the interval as set.
     cutoff = now.timestamp() - settings.ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS
-    due = []
-    for start in range(0, len(cases), 500):
-        chunk = cases[start : start + 500]
+    due: list[tuple[int, str]] = []
+    while len(due) < wanted and (chunk := list(islice(cases, 500))):
         polled_at = cache.get_many([_review_poll_key(case_id) for case_id, _ref in chunk])
         due += [case for case in chunk if polled_at.get(_review_poll_key(case[0]), 0) <= cutoff]
-    return due
+    return due[: max(wanted, 0)]
 
 
 def _remember_review_poll(case_id: int) -> None:
