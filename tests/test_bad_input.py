@@ -16,12 +16,11 @@ from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from standardwebhooks.webhooks import Webhook
 
-from activation.models import ActivationCase, ActorType, CaseState, OverrideRequest
+from activation.models import ActivationCase, FailureReason, OverrideRequest
 from activation.services import staff as actions
 from activation.tests.helpers import business_state
 from activation.tests.test_backoffice import current_code, sign_in
-from activation.transitions import transition
-from tests.factories import PASSWORD, open_failed_case
+from tests.factories import PASSWORD, open_review_case
 
 pytestmark = pytest.mark.django_db
 
@@ -41,8 +40,7 @@ class Stage:
 
 @pytest.fixture
 def stage(agent, supervisor) -> Stage:
-    case = open_failed_case()
-    transition(case, to=CaseState.NEEDS_REVIEW, actor_type=ActorType.SYSTEM, reason="risk_review")
+    case = open_review_case(reason=FailureReason.RISK_REVIEW)
     override = actions.request_override(
         case_id=case.pk,
         staff=agent,

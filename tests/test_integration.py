@@ -197,7 +197,9 @@ def test_a_worker_whose_connections_died_reconnects_without_failing_a_task(named
     assert worker_backends()
 
 
-def test_a_worker_carries_out_a_bulk_recovery_in_batches(workers, worker_env, supervisor):
+def test_a_worker_carries_out_a_bulk_recovery_with_a_small_batch_size(
+    workers, worker_env, supervisor
+):
     worker_env["ACTIVATION_BULK_RECOVERY_BATCH_SIZE"] = "2"
     worker = workers()
     cases = [open_review_case(reason=FailureReason.CORE_UNAVAILABLE) for _ in range(5)]

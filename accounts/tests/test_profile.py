@@ -65,17 +65,26 @@ def test_a_customer_enrolls_an_app_proving_themselves_with_an_sms_code(client, c
 def test_a_password_alone_cannot_enrol_an_app(client, customer):
     client.force_login(customer)
     secret = start_app(client)
-    for proof_channel in ("sms", "totp", ""):
-        response = client.post(
-            "/accounts/profile/",
-            {
-                "action": "confirm_app",
-                "code": pyotp.TOTP(secret).now(),
-                "proof_channel": proof_channel,
-                "proof_code": "123456",
-            },
-        )
+    refusals = {
+        "sms": "does not prove it is you",
+        "totp": "Select a valid choice",  # no app yet: it cannot prove anything
+        "": "This field is required",
+    }
+    for step, (proof_channel, refusal) in enumerate(refusals.items(), start=1):
+        # Each try in a time step of its own: the app's code is right every time, so only the
+        # missing proof can refuse it.
+        with later(31 * step):
+            response = client.post(
+                "/accounts/profile/",
+                {
+                    "action": "confirm_app",
+                    "code": pyotp.TOTP(secret).now(),
+                    "proof_channel": proof_channel,
+                    "proof_code": "123456",
+                },
+            )
         assert response.status_code == 200
+        assert refusal in response.text
     assert not TOTPDevice.objects.filter(user=customer, confirmed=True).exists()
     assert not SystemEvent.objects.exists()
 

@@ -4,23 +4,25 @@ import pyotp
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from activation.models import ActorType, CaseState
+from activation.models import ActorType, CaseState, FailureReason
 from activation.transitions import transition
-from tests.factories import PASSWORD, StaffFactory, UserFactory, open_failed_case
+from tests.factories import PASSWORD, StaffFactory, UserFactory, open_failed_case, open_review_case
 
 pytestmark = pytest.mark.django_db
 
 
 def current_code(user) -> str:
-    device = TOTPDevice.objects.get(user=user)
+    """The code the staff member's authenticator app shows now."""
+    device = TOTPDevice.objects.get(user=user, confirmed=True)
     return pyotp.TOTP(base64.b32encode(device.bin_key).decode()).now()
 
 
-def sign_in(client, user, code: str):
+def sign_in(client, user, code: str, *, follow: bool = True, **extra):
+    """Post the back-office sign-in form: password and ``code`` (plus any ``extra`` field)."""
     return client.post(
         "/backoffice/login/?next=/backoffice/",
-        {"username": user.username, "password": PASSWORD, "otp_token": code},
-        follow=True,
+        {"username": user.username, "password": PASSWORD, "otp_token": code, **extra},
+        follow=follow,
     )
 
 
@@ -118,9 +120,7 @@ QUEUE = "/backoffice/activation/activationcase/"
 
 @pytest.fixture
 def review_case():
-    case = open_failed_case()
-    transition(case, to=CaseState.NEEDS_REVIEW, actor_type=ActorType.SYSTEM, reason="risk_review")
-    return case
+    return open_review_case(reason=FailureReason.RISK_REVIEW)
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_a_new_code_does_not_inherit_the_throttle_of_the_one_before(signed_in, c
 
 
 def test_within_one_code_the_throttle_still_refuses_a_quick_second_guess_even_a_right_one(
-    signed_in, customer
+    signed_in, customer, clock
 ):
     case = open_failed_case(customer)
     send(signed_in, case)

@@ -254,4 +254,5 @@ def test_a_run_against_a_core_that_never_answers_stays_within_its_time_budget(
     # Reads start at 0, 0.3 s and perhaps 0.6 s; none starts after the budget.
     assert 1 <= counts["unreachable"] <= 2
     assert counts["skipped"] == len(cases) - counts["unreachable"]
-    assert elapsed < 1.5
+    # The budget, one read's timeout begun just before it ends, and slack for a loaded machine.
+    assert elapsed < settings.ACTIVATION_RECONCILE_BUDGET_SECONDS + 0.3 + 1.5

@@ -17,7 +17,7 @@ from activation.services.emergency import set_core_submissions_paused
 from activation.timeline import find_case_chain_break
 from activation.transitions import transition
 from audit.models import SystemEvent
-from tests.factories import CustomerFactory, open_failed_case, open_review_case
+from tests.factories import open_review_case
 from verification.models import EmailDevice, Purpose, SMSDevice
 
 from .helpers import submitted_case
@@ -301,19 +301,10 @@ def test_bulk_recovery_takes_only_core_failures_inside_the_window(
     assert SystemEvent.objects.filter(kind="cases.bulk_recovered").count() == 2
 
 
-def test_a_bulk_recovery_goes_through_the_window_in_batches_leaving_out_closed_cases(
+def test_a_bulk_recovery_in_small_batches_covers_the_window_leaving_out_closed_cases(
     supervisor, agent, django_capture_on_commit_callbacks
 ):
-    cases = [
-        open_failed_case(CustomerFactory(), reason=FailureReason.CORE_UNAVAILABLE) for _ in range(5)
-    ]
-    for case in cases:
-        transition(
-            case,
-            to=CaseState.NEEDS_REVIEW,
-            actor_type=ActorType.SYSTEM,
-            reason=FailureReason.CORE_UNAVAILABLE,
-        )
+    cases = [open_review_case(reason=FailureReason.CORE_UNAVAILABLE) for _ in range(5)]
     job = bulk.start_bulk_recovery(
         staff=supervisor,
         since=timezone.now() - timedelta(hours=1),

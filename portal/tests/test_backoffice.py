@@ -2,11 +2,11 @@
 
 import base64
 
-import pyotp
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from tests.factories import PASSWORD, StaffFactory
+from activation.tests.test_backoffice import current_code, sign_in
+from tests.factories import StaffFactory
 from tests.fixtures import last_sms_code
 from verification.models import Channel, Purpose, SMSDevice
 from verification.services import issue_code
@@ -14,16 +14,9 @@ from verification.services import issue_code
 pytestmark = pytest.mark.django_db
 
 
-def app_code(user) -> str:
-    device = TOTPDevice.objects.get(user=user, confirmed=True)
-    return pyotp.TOTP(base64.b32encode(device.bin_key).decode()).now()
-
-
 def back_office_sign_in(client, user, code: str, **extra):
-    return client.post(
-        "/backoffice/login/?next=/backoffice/",
-        {"username": user.username, "password": PASSWORD, "otp_token": code, **extra},
-    )
+    """The sign-in form's own answer (no redirect followed)."""
+    return sign_in(client, user, code, follow=False, **extra)
 
 
 def is_verified(client) -> bool:
@@ -49,7 +42,7 @@ def test_a_code_texted_for_another_purpose_does_not_open_the_back_office(client,
 
 def test_the_authenticator_app_opens_the_back_office(client):
     staff = StaffFactory(role="agent")
-    response = back_office_sign_in(client, staff, app_code(staff))
+    response = back_office_sign_in(client, staff, current_code(staff))
     assert response.status_code == 302
     assert is_verified(client)
 
@@ -58,7 +51,7 @@ def test_the_session_id_changes_when_the_second_factor_is_verified(client):
     staff = StaffFactory(role="agent")
     client.force_login(staff)  # a session signed in by password first
     before = client.session.session_key
-    back_office_sign_in(client, staff, app_code(staff))
+    back_office_sign_in(client, staff, current_code(staff))
     assert is_verified(client)
     assert client.session.session_key != before
     assert client.cookies["sessionid"].value != before
@@ -68,7 +61,7 @@ def test_no_one_reads_another_persons_authenticator_secret_in_the_back_office(cl
     admin = StaffFactory(role="supervisor", is_superuser=True)
     other = StaffFactory(role="agent")
     device = TOTPDevice.objects.get(user=other)
-    back_office_sign_in(client, admin, app_code(admin))
+    back_office_sign_in(client, admin, current_code(admin))
     change = client.get(f"/backoffice/otp_totp/totpdevice/{device.pk}/change/")
     assert change.status_code == 200
     assert device.key not in change.text

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from tests.factories import StaffFactory
 
-from .test_backoffice import app_code, back_office_sign_in
+from .test_backoffice import back_office_sign_in, current_code
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ def test_an_idle_staff_session_is_signed_out(client, settings):
     settings.BACKOFFICE_SESSION_IDLE_MINUTES = 30
     staff = StaffFactory(role="agent")
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        back_office_sign_in(client, staff, app_code(staff))
+        back_office_sign_in(client, staff, current_code(staff))
         assert client.get(QUEUE).status_code == 200
         clock.shift(timedelta(minutes=29))
         assert client.get(QUEUE).status_code == 200  # used within the idle time: still open
@@ -36,7 +36,7 @@ def test_a_busy_staff_session_still_ends_after_the_maximum_age(client, settings)
     settings.BACKOFFICE_SESSION_MAX_HOURS = 1
     staff = StaffFactory(role="agent")
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        back_office_sign_in(client, staff, app_code(staff))
+        back_office_sign_in(client, staff, current_code(staff))
         for _step in range(2):
             clock.shift(timedelta(minutes=25))
             assert client.get(QUEUE).status_code == 200

@@ -70,7 +70,7 @@ def test_the_watch_notices_an_inline_script(browser, live_server):
     page.evaluate(
         "document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"window.ran=1\">')"
     )
-    page.wait_for_timeout(300)
+    page.wait_for_function("window.cspViolations.length > 0")  # the report comes asynchronously
     watch.check()
     assert page.evaluate("window.ran") is None
     assert any("script-src" in report for report in watch.reports), watch.reports

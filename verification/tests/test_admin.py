@@ -10,7 +10,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import SystemEvent
 from portal.backoffice import backoffice
-from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
+from portal.tests.test_backoffice import back_office_sign_in, current_code, is_verified
 from tests.factories import StaffFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def superuser(db):
 
 @pytest.fixture
 def superuser_client(client, superuser):
-    back_office_sign_in(client, superuser, app_code(superuser))
+    back_office_sign_in(client, superuser, current_code(superuser))
     assert client.get(DEVICES).status_code == 200
     return client
 

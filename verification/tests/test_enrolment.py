@@ -15,7 +15,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.services import create_staff_user
 from accounts.tests.test_admin import change_form_data
 from audit.models import SystemEvent
-from portal.tests.test_backoffice import app_code, back_office_sign_in, is_verified
+from portal.tests.test_backoffice import back_office_sign_in, current_code, is_verified
 from tests.factories import PASSWORD, StaffFactory
 from verification import enrolment
 from verification.models import AuthenticatorReset
@@ -30,7 +30,7 @@ QUEUE = "/backoffice/activation/activationcase/"
 
 def verified_client(user) -> Client:
     client = Client()
-    back_office_sign_in(client, user, app_code(user))
+    back_office_sign_in(client, user, current_code(user))
     return client
 
 
@@ -208,7 +208,7 @@ def test_a_password_set_by_someone_else_after_the_approval_closes_the_window(
 
 
 def test_a_member_with_an_app_cannot_open_the_enrolment_page(client, agent):
-    back_office_sign_in(client, agent, app_code(agent))
+    back_office_sign_in(client, agent, current_code(agent))
     assert client.get(ENROL).status_code == 302
     client.logout()
     response = password_sign_in(client, agent)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import SystemEvent
-from portal.tests.test_backoffice import app_code, back_office_sign_in
+from portal.tests.test_backoffice import back_office_sign_in, current_code
 from tests.factories import StaffFactory
 from verification import factors
 from verification.models import AuthenticatorReset, Channel, Purpose
@@ -29,7 +29,7 @@ def later(seconds: int = 31):
 
 
 def signed_in(client, user):
-    back_office_sign_in(client, user, app_code(user))
+    back_office_sign_in(client, user, current_code(user))
     return client
 
 
@@ -43,7 +43,7 @@ def test_a_staff_member_replaces_their_app_with_a_code_from_the_old_and_the_new(
             PAGE,
             {
                 "action": "replace",
-                "current_code": app_code(agent),
+                "current_code": current_code(agent),
                 "new_code": pyotp.TOTP(secret).now(),
             },
         )
