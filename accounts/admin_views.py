@@ -5,7 +5,6 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
@@ -52,10 +51,11 @@ def sign_in_lockouts(request: HttpRequest) -> HttpResponse:
                 )
             return redirect("backoffice:sign-in-lockouts")
         status = 400
-    context = {
-        **backoffice.each_context(request),
-        "title": _("Sign-in lock-outs"),
-        "lockouts": lockouts.current_sign_in_lockouts(),
-        "form": form,
-    }
-    return TemplateResponse(request, "backoffice/sign_in_lockouts.html", context, status=status)
+    return backoffice.page(
+        request,
+        "backoffice/sign_in_lockouts.html",
+        _("Sign-in lock-outs"),
+        status=status,
+        lockouts=lockouts.current_sign_in_lockouts(),
+        form=form,
+    )

@@ -96,6 +96,10 @@ def _known_browser_key(account: str, token: str) -> str:
     return f"accounts.sign_in.known_browser:{digest}"
 
 
+def _known_browser_lifetime() -> int:
+    return int(timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds())
+
+
 def remember_browser(request: HttpRequest, account: str) -> None:
     """Let this browser past ``account``'s ceiling from now on; the response sets its token.
 
@@ -104,8 +108,7 @@ def remember_browser(request: HttpRequest, account: str) -> None:
     """
     # Always a new token: one sent in may have been planted, or shared with another account.
     token = secrets.token_urlsafe(32)
-    timeout = timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
-    cache.set(_known_browser_key(account, token), True, timeout=int(timeout))
+    cache.set(_known_browser_key(account, token), True, timeout=_known_browser_lifetime())
     request.known_browser_token_to_set = token
 
 
@@ -133,9 +136,7 @@ class KnownBrowserMiddleware:
             response.set_cookie(
                 _known_browser_cookie_name(),
                 token,
-                max_age=int(
-                    timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds()
-                ),
+                max_age=_known_browser_lifetime(),
                 httponly=True,
                 secure=settings.SESSION_COOKIE_SECURE,
                 samesite="Lax",

@@ -9,7 +9,6 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -168,14 +167,14 @@ def bulk_recovery(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("The bulk recovery has started."))
             return redirect("backoffice:bulk-recovery-job", job.pk)
-    context = {
-        **backoffice.each_context(request),
-        "title": _("Bulk recovery after an outage"),
-        "form": form,
-        "reasons": actions.BULK_RECOVERY_REASONS,
-        "jobs": selectors.bulk_recovery_jobs()[:10],
-    }
-    return TemplateResponse(request, "backoffice/bulk_recovery.html", context)
+    return backoffice.page(
+        request,
+        "backoffice/bulk_recovery.html",
+        _("Bulk recovery after an outage"),
+        form=form,
+        reasons=actions.BULK_RECOVERY_REASONS,
+        jobs=selectors.bulk_recovery_jobs()[:10],
+    )
 
 
 def bulk_recovery_job(request: HttpRequest, job_id: int) -> HttpResponse:
@@ -185,13 +184,13 @@ def bulk_recovery_job(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.bulk_recovery_jobs().filter(pk=job_id).first()
     if job is None:
         raise Http404
-    context = {
-        **backoffice.each_context(request),
-        "title": _("Bulk recovery #%(job)d") % {"job": job.pk},
-        "job": job,
-        "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
-    }
-    return TemplateResponse(request, "backoffice/bulk_recovery_job.html", context)
+    return backoffice.page(
+        request,
+        "backoffice/bulk_recovery_job.html",
+        _("Bulk recovery #%(job)d") % {"job": job.pk},
+        job=job,
+        refresh_seconds=settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
+    )
 
 
 class SwitchForm(forms.Form):
@@ -228,17 +227,17 @@ def core_switch(request: HttpRequest) -> HttpResponse:
             _("Core submissions resumed.") if paused else _("Core submissions paused."),
         )
         return redirect("backoffice:core-switch")
-    context = {
-        **backoffice.each_context(request),
-        "title": _("Core submissions"),
-        "switch": switch,
-        "paused": paused,
-        "form": form,
-        "queued": CoreRequest.objects.filter(status=CoreRequest.Status.PENDING).count(),
-        "breaker": BREAKER_STATES[core_breaker().state()],
-        "sms_breaker": BREAKER_STATES[sms_gateway_breaker().state()],
-    }
-    return TemplateResponse(request, "backoffice/core_switch.html", context)
+    return backoffice.page(
+        request,
+        "backoffice/core_switch.html",
+        _("Core submissions"),
+        switch=switch,
+        paused=paused,
+        form=form,
+        queued=CoreRequest.objects.filter(status=CoreRequest.Status.PENDING).count(),
+        breaker=BREAKER_STATES[core_breaker().state()],
+        sms_breaker=BREAKER_STATES[sms_gateway_breaker().state()],
+    )
 
 
 class ExportForm(forms.Form):
@@ -289,15 +288,15 @@ def case_exports(request: HttpRequest) -> HttpResponse:
             )
         else:
             return _stream_download(request, filters, fmt)
-    context = {
-        **backoffice.each_context(request),
-        "title": _("Export case histories"),
-        "form": form,
-        "exports": Paginator(selectors.case_exports(), EXPORTS_PER_PAGE).get_page(
+    return backoffice.page(
+        request,
+        "backoffice/exports.html",
+        _("Export case histories"),
+        form=form,
+        exports=Paginator(selectors.case_exports(), EXPORTS_PER_PAGE).get_page(
             request.GET.get("page")
         ),
-    }
-    return TemplateResponse(request, "backoffice/exports.html", context)
+    )
 
 
 def _stream_download(request: HttpRequest, filters: ExportFilters, fmt: str):

@@ -7,6 +7,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 from django.http import HttpResponse
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
@@ -170,6 +171,17 @@ class BackofficeSite(OTPAdminSite):
         enrolment window (``ENROLMENT_SESSION_KEY``). The sign-in sends such sessions to it.
         """
         self._enrolment_page = (route, view, name)
+
+    def page(
+        self, request, template: str, title: str, *, status: int = 200, **context
+    ) -> TemplateResponse:
+        """Render an app's own back-office page inside the admin's frame (header, sidebar)."""
+        return TemplateResponse(
+            request,
+            template,
+            {**self.each_context(request), "title": title, **context},
+            status=status,
+        )
 
     def get_urls(self):
         pages = [path(route, self.admin_view(view), name=name) for route, view, name in self._pages]

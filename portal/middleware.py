@@ -3,6 +3,7 @@
 import ipaddress
 import secrets
 from collections.abc import Callable
+from functools import cache
 
 from django.conf import settings
 from django.contrib import messages
@@ -185,6 +186,12 @@ class StaffSessionMiddleware:
         return False
 
 
+@cache
+def _backoffice_prefix() -> str:
+    # Resolved once: this middleware sees every request, the customers' included.
+    return reverse("backoffice:index")
+
+
 class BackofficeRequestMiddleware:
     """Refuse, under the back office, requests none of its pages is written for.
 
@@ -199,7 +206,7 @@ class BackofficeRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith(reverse("backoffice:index")):
+        if request.path.startswith(_backoffice_prefix()):
             if request.method not in self.ALLOWED_METHODS:
                 return HttpResponseNotAllowed(self.ALLOWED_METHODS)
             if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):

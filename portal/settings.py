@@ -356,8 +356,8 @@ ACTIVATION_DRAIN_RATE_PER_MINUTE = env.int("ACTIVATION_DRAIN_RATE_PER_MINUTE", d
 # A bulk recovery resubmits this many cases per transaction, updating its progress after each.
 ACTIVATION_BULK_RECOVERY_BATCH_SIZE = env.int("ACTIVATION_BULK_RECOVERY_BATCH_SIZE", default=100)
 # Retry requests per customer and per address; beyond them a friendly 429 page says when to retry.
-ACTIVATION_RETRY_RATE_PER_CUSTOMER = env.str("ACTIVATION_RETRY_RATE_PER_CUSTOMER", default="20/m")
-ACTIVATION_RETRY_RATE_PER_IP = env.str("ACTIVATION_RETRY_RATE_PER_IP", default="120/m")
+ACTIVATION_RETRY_RATE_PER_CUSTOMER = _rate("ACTIVATION_RETRY_RATE_PER_CUSTOMER", "20/m")
+ACTIVATION_RETRY_RATE_PER_IP = _rate("ACTIVATION_RETRY_RATE_PER_IP", "120/m")
 
 # --- Verification -------------------------------------------------------------------------
 VERIFICATION_CODE_TTL_SECONDS = env.int("VERIFICATION_CODE_TTL_SECONDS", default=300)

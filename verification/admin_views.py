@@ -6,7 +6,6 @@ from django.contrib.auth import logout
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -45,12 +44,6 @@ ENROL_ERRORS = {
 ENROLMENT_DEVICE_SESSION_KEY = "backoffice_enrolment_device"
 
 
-def _page(request: HttpRequest, template: str, title: str, **context) -> TemplateResponse:
-    return TemplateResponse(
-        request, template, {**backoffice.each_context(request), "title": title, **context}
-    )
-
-
 def _enrolment(device) -> dict:
     if device is None:
         return {}
@@ -82,7 +75,7 @@ def own_authenticator(request: HttpRequest) -> HttpResponse:
                 return redirect("backoffice:index")
             form.add_error(None, REPLACE_ERRORS[result])
     pending = factors.pending_authenticator(staff)
-    return _page(
+    return backoffice.page(
         request,
         "backoffice/authenticator.html",
         _("My authenticator app"),
@@ -146,7 +139,7 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
     except DomainError as error:
         messages.error(request, error.message)
         return redirect("backoffice:authenticator-resets")
-    return _page(
+    return backoffice.page(
         request,
         "backoffice/authenticator_resets.html",
         _("Reset a lost authenticator app"),
@@ -219,7 +212,7 @@ def enrol_authenticator(request: HttpRequest) -> HttpResponse:
         request.session[ENROLMENT_DEVICE_SESSION_KEY] = pending.device.pk
         if start_again:
             return redirect(request.path)  # a reload must not start again once more
-    return _page(
+    return backoffice.page(
         request,
         "backoffice/authenticator_enrol.html",
         _("Set up your new authenticator app"),

@@ -81,9 +81,13 @@ def pending_authenticator(user: User) -> TOTPDevice | None:
     return TOTPDevice.objects.filter(user=user, confirmed=False).first()
 
 
+def _locked_device(user: User, *, confirmed: bool) -> TOTPDevice | None:
+    return TOTPDevice.objects.select_for_update().filter(user=user, confirmed=confirmed).first()
+
+
 def _start(user: User) -> TOTPDevice:
     # An unconfirmed device verifies nothing anywhere, so creating one needs no proof.
-    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    device = _locked_device(user, confirmed=False)
     if device is None:
         device = TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
     return device
@@ -142,7 +146,7 @@ def confirm_totp_enrollment(
     The new app's code is checked first, so a typo there does not use up the SMS code.
     """
     _require_customer(user)
-    pending = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    pending = _locked_device(user, confirmed=False)
     if pending is None:
         return FactorChangeResult.NOTHING_PENDING
     if not _new_code_matches(pending, code):
@@ -193,10 +197,10 @@ def replace_staff_authenticator(
 ) -> FactorChangeResult:
     """Swap the staff member's app for the pending one: a code from each is needed."""
     _require_staff(staff)
-    pending = TOTPDevice.objects.select_for_update().filter(user=staff, confirmed=False).first()
+    pending = _locked_device(staff, confirmed=False)
     if pending is None:
         return FactorChangeResult.NOTHING_PENDING
-    current = TOTPDevice.objects.select_for_update().filter(user=staff, confirmed=True).first()
+    current = _locked_device(staff, confirmed=True)
     if not _new_code_matches(pending, new_code):
         return FactorChangeResult.WRONG_NEW_CODE
     if not _new_code_matches(current, current_code):
