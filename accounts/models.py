@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from phonenumber_field.modelfields import PhoneNumberField
 
@@ -24,6 +25,12 @@ class User(AbstractUser):
         help_text=_("The language of the pages the customer last used; SMS follow it."),
     )
 
+    # When the phone number or e-mail last changed and the password was last reset by SMS: the
+    # risk checkpoint reads them (a new device right after a number change is a SIM swap).
+    phone_number_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    email_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    password_reset_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
         verbose_name = _("user")
@@ -31,3 +38,33 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.username
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        user = super().from_db(db, field_names, values)
+        user._loaded_contacts = {
+            name: str(user.__dict__[name] or "")
+            for name in ("phone_number", "email")
+            if name in user.__dict__
+        }
+        return user
+
+    def save(self, *args, **kwargs) -> None:
+        # Whoever changes a number or an address (a form, the admin, a script), the time is kept.
+        loaded = getattr(self, "_loaded_contacts", {})
+        changed = []
+        for name, stamp in (
+            ("phone_number", "phone_number_changed_at"),
+            ("email", "email_changed_at"),
+        ):
+            if name in loaded and loaded[name] != str(self.__dict__.get(name) or ""):
+                setattr(self, stamp, timezone.now())
+                changed.append(stamp)
+        if changed and kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], *changed}
+        super().save(*args, **kwargs)
+        self._loaded_contacts = {
+            name: str(self.__dict__[name] or "")
+            for name in ("phone_number", "email")
+            if name in self.__dict__
+        }

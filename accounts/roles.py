@@ -7,10 +7,17 @@ VIEW_ALL = [
     "activation.view_creditline",
     "activation.view_overriderequest",
     "audit.view_systemevent",
+    "risk.view_risk",
 ]
+RISK_RULES = ["risk.edit_rules", "risk.publish_rules", "risk.manage_risk_lists"]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
-    "agent": [*VIEW_ALL, "activation.work_case", "activation.request_override"],
+    "agent": [
+        *VIEW_ALL,
+        "activation.work_case",
+        "activation.request_override",
+        "risk.record_risk_outcome",
+    ],
     "supervisor": [
         *VIEW_ALL,
         "activation.work_case",
@@ -20,13 +27,17 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "activation.operate_core_switch",
         "activation.export_case_history",
         "audit.lift_sign_in_lockout",
+        "risk.record_risk_outcome",
+        *RISK_RULES,
     ],
+    # The risk team tunes the checkpoint: rule sets, lists and outcomes; it works no cases.
+    "risk_analyst": [*VIEW_ALL, "risk.record_risk_outcome", *RISK_RULES],
     # Auditors see everything and change nothing; exporting changes nothing either.
     "auditor": [*VIEW_ALL, "activation.export_case_history"],
 }
 ROLES = tuple(ROLE_PERMISSIONS)
 # The apps whose permissions roles hand out; codenames are unique across them.
-ROLE_APPS = ("activation", "audit")
+ROLE_APPS = ("activation", "audit", "risk")
 
 
 def sync_roles(group_model, permission_model, role_permissions=None) -> None:

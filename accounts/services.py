@@ -3,6 +3,7 @@
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.backends import parse_phone_number
@@ -10,8 +11,22 @@ from accounts.models import User
 from accounts.roles import ROLES
 from audit.services import record_system_event
 from portal.queue import enqueue_on_commit
+from risk.facts import ClientFacts
+from risk.models import Decision, Moment
+from risk.services import evaluate
 from verification.models import Channel, Purpose
 from verification.services import CheckResult, VerificationError, check_code, issue_code
+
+
+@transaction.atomic
+def pass_sign_in_checkpoint(*, user: User, facts: ClientFacts) -> bool:
+    """Evaluate a customer's sign-in (after the password checked out); False if it is blocked.
+
+    Only a staff-kept block list refuses a sign-in; everything else the checkpoint sees at
+    sign-in counts towards the next code request and submit, where it is decided on.
+    """
+    assessment = evaluate(moment=Moment.SIGN_IN, customer=user, facts=facts)
+    return assessment.decision != Decision.BLOCK
 
 
 def _customer_with_phone(phone_number: str) -> User | None:
@@ -61,7 +76,8 @@ def reset_password_with_code(*, phone_number: str, code: str, new_password: str)
         return None
     validate_password(new_password, user)
     user.set_password(new_password)
-    user.save(update_fields=["password"])
+    user.password_reset_at = timezone.now()
+    user.save(update_fields=["password", "password_reset_at"])
     return user
 
 

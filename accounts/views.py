@@ -25,6 +25,7 @@ from accounts.masking import mask_email, mask_phone_number
 from accounts.qr import qr_svg, totp_secret
 from portal.middleware import client_ip
 from portal.ratelimits import too_many_requests
+from risk.facts import ClientFacts
 from verification import factors
 from verification.factor_forms import ConfirmNewAppForm, ProofForm
 from verification.services import VerificationError
@@ -47,6 +48,14 @@ class SignInView(LoginView):
                 None,
                 _("This is a staff account. Staff sign in to the back office at %(url)s.")
                 % {"url": reverse("backoffice:login")},
+            )
+            return self.form_invalid(form)
+        if not services.pass_sign_in_checkpoint(
+            user=form.get_user(), facts=ClientFacts.from_request(self.request)
+        ):
+            form.add_error(
+                None,
+                _("We cannot sign you in online at the moment. Please call our service line."),
             )
             return self.form_invalid(form)
         return super().form_valid(form)

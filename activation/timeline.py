@@ -1,6 +1,6 @@
 """The case timeline: appending events and checking their chain."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest
@@ -16,6 +16,7 @@ from audit.chain import (
     json_native,
 )
 from portal.middleware import client_ip
+from risk.facts import ClientFacts
 
 from .models import ActivationCase, ActorType, CaseEvent
 
@@ -27,6 +28,8 @@ class RequestContext:
     ip_address: str | None = None
     device_id: str = ""
     user_agent: str = ""
+    # Everything the risk checkpoint reads from the request (device, network, client facts).
+    client: ClientFacts = field(default_factory=ClientFacts, compare=False)
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> "RequestContext":
@@ -34,6 +37,7 @@ class RequestContext:
             ip_address=client_ip(request),
             device_id=getattr(request, "device_id", "")[:64],
             user_agent=request.headers.get("User-Agent", "")[:512],
+            client=ClientFacts.from_request(request),
         )
 
 

@@ -24,7 +24,8 @@ from .timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 S = CaseState
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING_VERIFICATION: frozenset({S.SUBMITTING, S.FAILED}),
+    # A risk hold may stop a customer mid-verification (a right code from the wrong picture).
+    S.PENDING_VERIFICATION: frozenset({S.SUBMITTING, S.FAILED, S.NEEDS_REVIEW}),
     S.FAILED: frozenset({S.PENDING_VERIFICATION, S.NEEDS_REVIEW}),
     S.SUBMITTING: frozenset({S.ACTIVATED, S.AWAITING_CONFIRMATION, S.NEEDS_REVIEW}),
     S.AWAITING_CONFIRMATION: frozenset({S.ACTIVATED, S.NEEDS_REVIEW}),

@@ -134,7 +134,12 @@ def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpRespo
     except TransitionNotAllowed:
         return redirect("activation:detail", case_id=case.pk)
     else:
-        if not started.delivered:
+        if started.held:
+            return redirect("activation:detail", case_id=case.pk)
+        if started.step_up:
+            request.session[_session_key(case.pk)] = Channel.TOTP
+            messages.warning(request, _step_up_message(started.hint))
+        elif not started.delivered:
             messages.error(
                 request,
                 _("We could not send a code by %(channel)s. Please choose another way.")
@@ -145,6 +150,12 @@ def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpRespo
             if channel != Channel.TOTP:
                 messages.success(request, _("We sent you a code."))
     return redirect("activation:retry", case_id=case.pk)
+
+
+def _step_up_message(hint: str) -> str:
+    return _("%(hint)s This time, please also use the code from your authenticator app.") % {
+        "hint": hint
+    }
 
 
 def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeForm):
@@ -164,6 +175,10 @@ def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeFo
         return redirect("activation:detail", case_id=case_id)
     if result == CheckResult.OK:
         return redirect("activation:detail", case_id=case_id)
+    if result == CheckResult.STEP_UP:
+        request.session[_session_key(case_id)] = Channel.TOTP
+        messages.warning(request, _step_up_message(_("Thank you, that code was right.")))
+        return redirect("activation:retry", case_id=case_id)
     if result in (CheckResult.EXPIRED, CheckResult.BURNED):
         if result == CheckResult.BURNED:
             messages.error(

@@ -1,7 +1,6 @@
 """Middleware shared by all apps."""
 
 import ipaddress
-import secrets
 from collections.abc import Callable
 from functools import cache
 
@@ -15,34 +14,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from ipware import get_client_ip
-
-DEVICE_COOKIE = "device_id"
-DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
-
-
-class DeviceIdMiddleware:
-    """Give each browser a random, long-lived id, recorded on the timeline as the device."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        device_id = request.COOKIES.get(DEVICE_COOKIE, "")
-        is_new = not (device_id.isalnum() and 16 <= len(device_id) <= 64)
-        if is_new:
-            device_id = secrets.token_hex(16)
-        request.device_id = device_id
-        response = self.get_response(request)
-        if is_new:
-            response.set_cookie(
-                DEVICE_COOKIE,
-                device_id,
-                max_age=DEVICE_COOKIE_MAX_AGE,
-                httponly=True,
-                samesite="Lax",
-                secure=request.is_secure(),
-            )
-        return response
 
 
 def resolve_client_ip(request: HttpRequest) -> str | None:

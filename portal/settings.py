@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "audit",
     "verification",
     "activation",
+    "risk",
 ]
 
 MIDDLEWARE = [
@@ -102,7 +103,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
-    "portal.middleware.DeviceIdMiddleware",
+    "risk.middleware.DeviceMiddleware",
     # Sets the secret "known browser" cookie a sign-in or a password reset earned.
     "accounts.limits.KnownBrowserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -422,3 +423,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx": {"level": "WARNING"}},
 }
+
+# --- The risk checkpoint (risk/) -----------------------------------------------------------
+# How alike a device's attributes must be to a known device's to recognise it without its
+# cookie (0 to 1; see risk/fingerprint.py).
+RISK_FINGERPRINT_MATCH = env.float("RISK_FINGERPRINT_MATCH", default=0.85)
+if not 0.5 <= RISK_FINGERPRINT_MATCH <= 1:
+    raise ImproperlyConfigured("RISK_FINGERPRINT_MATCH must be between 0.5 and 1.")
+# A text file of CIDR ranges, one per line with an optional label (vpn, proxy or hosting);
+# staff add more in the back office.
+RISK_NETWORK_LIST_FILE = env.str("RISK_NETWORK_LIST_FILE", default="")
+# MaxMind-format databases (GeoLite2-Country, GeoLite2-ASN or compatible); optional.
+RISK_GEOIP_COUNTRY_DB = env.str("RISK_GEOIP_COUNTRY_DB", default="")
+RISK_GEOIP_ASN_DB = env.str("RISK_GEOIP_ASN_DB", default="")

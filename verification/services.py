@@ -68,6 +68,8 @@ class CheckResult(enum.StrEnum):
     NO_CODE = "no_code"
     THROTTLED = "throttled"
     BURNED = "too_many_attempts"
+    # The code was right, but the risk checkpoint asks for a stronger factor as well.
+    STEP_UP = "step_up"
 
 
 @dataclass(frozen=True)

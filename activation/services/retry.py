@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import User
+from risk.models import Moment
+from risk.services import trust_device
 from verification.models import Channel
 from verification.services import (
     ChannelUnavailable,
@@ -29,6 +31,7 @@ from ..models import (
 )
 from ..timeline import SYSTEM_CONTEXT, RequestContext, append_case_event
 from ..transitions import transition
+from . import checkpoint
 from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
 # States in which a submitted code has already done its work: a repeat is answered as success.
@@ -40,6 +43,11 @@ class VerificationStarted:
     channel: str
     destination: str = ""  # masked; empty for an authenticator app
     delivered: bool = True
+    # The checkpoint handed the case to staff; nothing was sent.
+    held: bool = False
+    # The checkpoint asks for a stronger factor; nothing was sent. ``hint`` says why, plainly.
+    step_up: bool = False
+    hint: str = ""
 
 
 def _reopen_for_retry(case: ActivationCase, customer: User, context: RequestContext) -> None:
@@ -77,7 +85,19 @@ def start_verification(
     if language and customer.preferred_language != language:
         customer.preferred_language = language
         customer.save(update_fields=["preferred_language"])
+    assessment = checkpoint.check(
+        case, customer, moment=Moment.CODE_REQUEST, channel=channel, context=context
+    )
+    if assessment.decision in checkpoint.HOLDING_DECISIONS:
+        checkpoint.hold_for_review(case, assessment, detail=assessment.decision)
+        return VerificationStarted(channel=channel, delivered=False, held=True)
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
+    if checkpoint.needs_stronger_factor(assessment.decision, channel):
+        if not checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
+            return VerificationStarted(channel=channel, delivered=False, held=True)
+        return VerificationStarted(
+            channel=channel, delivered=False, step_up=True, hint=assessment.customer_hint()
+        )
     if channel == Channel.TOTP:
         if not any(option.channel == Channel.TOTP for option in channel_options(customer)):
             raise ChannelUnavailable()
@@ -178,6 +198,14 @@ def _verify_and_submit(
         raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
 
     result = check_code(user=customer, channel=channel, code=code)
+    assessment = checkpoint.check(
+        case,
+        customer,
+        moment=Moment.CODE_SUBMIT,
+        channel=channel,
+        context=context,
+        code_result=str(result),
+    )
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
     if result != CheckResult.OK:
         append_case_event(
@@ -195,6 +223,15 @@ def _verify_and_submit(
         data={"channel": channel, **_network_change(case, context)},
         **actor,
     )
+    decision = checkpoint.attempt_decision(case)
+    if decision in checkpoint.HOLDING_DECISIONS:
+        checkpoint.hold_for_review(case, assessment, detail=decision)
+        return result
+    if checkpoint.needs_stronger_factor(decision, channel):
+        if checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
+            return CheckResult.STEP_UP
+        return result
+    trust_device(customer=customer, facts=context.client)
     transition(case, to=S.SUBMITTING, **actor)
     request = CoreRequest.objects.create(
         case=case,

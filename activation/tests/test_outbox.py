@@ -35,7 +35,9 @@ def test_verifying_writes_the_outbox_row_with_the_state_change(submission):
     assert kinds == [
         "case.opened",
         "state.changed",
+        "risk.evaluated",
         "verification.sent",
+        "risk.evaluated",
         "verification.succeeded",
         "state.changed",
     ]

@@ -26,6 +26,7 @@ def expected_allowed(current: str, target: str, actor_type: str) -> bool:
     table = {
         (S.PENDING_VERIFICATION, S.SUBMITTING),
         (S.PENDING_VERIFICATION, S.FAILED),
+        (S.PENDING_VERIFICATION, S.NEEDS_REVIEW),  # a risk hold (the fraud checkpoint)
         (S.FAILED, S.PENDING_VERIFICATION),
         (S.FAILED, S.NEEDS_REVIEW),
         (S.SUBMITTING, S.ACTIVATED),

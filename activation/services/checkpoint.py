@@ -1,0 +1,92 @@
+"""Where activation meets the risk checkpoint: evaluate, record on the timeline, act on it.
+
+The rules and the signals live in ``risk``; this module only asks it and applies the decision
+to the case: a hold hands the case to staff, a step-up asks for a stronger factor.
+"""
+
+from typing import Any
+
+from accounts.models import User
+from risk.models import Decision, Moment
+from risk.services import STRONG_CHANNELS, Assessment, evaluate
+from risk.services.checkpoint import strongest_decision_since
+from verification.services import channel_options
+
+from ..models import ActivationCase, ActorType, FailureReason
+from ..timeline import RequestContext, append_case_event
+from ..transitions import transition
+from ._common import S
+
+HOLDING_DECISIONS = frozenset({Decision.REVIEW, Decision.BLOCK})
+
+
+def check(
+    case: ActivationCase,
+    customer: User,
+    *,
+    moment: Moment,
+    channel: str,
+    context: RequestContext,
+    code_result: str = "",
+) -> Assessment:
+    """Evaluate this moment of the locked case and put the evaluation on its timeline."""
+    assessment = evaluate(
+        moment=moment,
+        customer=customer,
+        facts=context.client,
+        case_id=case.pk,
+        channel=channel,
+        code_result=code_result,
+    )
+    append_case_event(
+        case,
+        kind="risk.evaluated",
+        actor_type=ActorType.SYSTEM,
+        data={"moment": moment, "channel": channel, **assessment.event_data()},
+    )
+    if case.risk_level != assessment.risk_level:
+        case.risk_level = assessment.risk_level
+        case.save(update_fields=["risk_level"])
+    return assessment
+
+
+def attempt_decision(case: ActivationCase) -> str:
+    """The strongest decision of this verification attempt: a step-up sticks until it is met."""
+    return strongest_decision_since(case.pk, case.state_changed_at)
+
+
+def needs_stronger_factor(decision: str, channel: str) -> bool:
+    return decision == Decision.STEP_UP and channel not in STRONG_CHANNELS
+
+
+def has_stronger_factor(customer: User) -> bool:
+    return any(option.channel in STRONG_CHANNELS for option in channel_options(customer))
+
+
+def hold_for_review(case: ActivationCase, assessment: Assessment, *, detail: str) -> None:
+    """Hand the case to staff with ``risk_review``; the customer is told a check is needed."""
+    data: dict[str, Any] = {"evaluation": assessment.evaluation_id, "decision": assessment.decision}
+    transition(
+        case,
+        to=S.NEEDS_REVIEW,
+        reason=FailureReason.RISK_REVIEW,
+        detail=detail,
+        data=data,
+        actor_type=ActorType.SYSTEM,
+    )
+
+
+def ask_for_stronger_factor(
+    case: ActivationCase, customer: User, assessment: Assessment, *, channel: str
+) -> bool:
+    """Record that a stronger factor is needed; False if the customer has none (then staff)."""
+    if not has_stronger_factor(customer):
+        hold_for_review(case, assessment, detail="step_up_without_factor")
+        return False
+    append_case_event(
+        case,
+        kind="risk.step_up_required",
+        actor_type=ActorType.SYSTEM,
+        data={"evaluation": assessment.evaluation_id, "channel": channel},
+    )
+    return True

@@ -1,0 +1,147 @@
+"""Network facts: the address's prefix, the lists of VPN, proxy and hosting ranges, GeoIP."""
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+NETWORK_LABELS = ("vpn", "proxy", "hosting")
+# Ranges staff keep in the back office are re-read at most this often per process.
+STAFF_RANGES_TTL = 30.0
+
+
+def address_prefix(address: str | None) -> str:
+    """The /24 of an IPv4 address or the /64 of an IPv6 one (where one household sits)."""
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    length = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{length}", strict=False))
+
+
+def parse_range_line(line: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str] | None:
+    """``CIDR [label]`` per line, ``#`` starts a comment; None for a blank or bad line."""
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        return None
+    parts = line.split()
+    try:
+        network = ipaddress.ip_network(parts[0], strict=False)
+    except ValueError:
+        return None
+    label = parts[1].lower() if len(parts) > 1 and parts[1].lower() in NETWORK_LABELS else "vpn"
+    return network, label
+
+
+@lru_cache(maxsize=4)
+def _file_ranges(path: str, mtime: float) -> tuple:
+    ranges = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            parsed = parse_range_line(line)
+            if parsed is None and line.split("#", 1)[0].strip():
+                logger.warning("risk network list %s line %d is not a CIDR range", path, number)
+            elif parsed is not None:
+                ranges.append(parsed)
+    return tuple(ranges)
+
+
+def file_ranges() -> tuple:
+    path = settings.RISK_NETWORK_LIST_FILE
+    if not path:
+        return ()
+    try:
+        return _file_ranges(path, Path(path).stat().st_mtime)
+    except OSError:
+        logger.warning("risk network list %s cannot be read", path)
+        return ()
+
+
+_staff_ranges: dict[str, object] = {"at": 0.0, "ranges": ()}
+
+
+def forget_staff_ranges() -> None:
+    """Read the staff's ranges again at the next lookup (called when they change)."""
+    _staff_ranges["at"] = 0.0
+
+
+def staff_ranges() -> tuple:
+    if time.monotonic() - _staff_ranges["at"] > STAFF_RANGES_TTL:
+        from .models import ListEntry
+
+        ranges = []
+        entries = ListEntry.objects.filter(
+            kind=ListEntry.Kind.NETWORK, status=ListEntry.Status.ACTIVE
+        ).values_list("value", "label")
+        for value, label in entries:
+            parsed = parse_range_line(f"{value} {label}")
+            if parsed is not None:
+                ranges.append(parsed)
+        _staff_ranges.update(at=time.monotonic(), ranges=tuple(ranges))
+    return _staff_ranges["ranges"]
+
+
+def listed_label(address: str | None) -> str:
+    """``vpn``, ``proxy`` or ``hosting`` if the address is in a listed range, else ""."""
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    for network, label in (*file_ranges(), *staff_ranges()):
+        if ip.version == network.version and ip in network:
+            return label
+    return ""
+
+
+@lru_cache(maxsize=4)
+def _reader(path: str, mtime: float):
+    import maxminddb
+
+    return maxminddb.open_database(path)
+
+
+def _lookup(path: str, address: str) -> dict:
+    if not path or not address:
+        return {}
+    try:
+        record = _reader(path, Path(path).stat().st_mtime).get(address)
+    except (OSError, ValueError) as error:
+        logger.warning("GeoIP database %s cannot be read: %s", path, error)
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    address: str | None
+    prefix: str
+    listed: str  # "", "vpn", "proxy" or "hosting"
+    country: str  # ISO code, "" when unknown
+    asn: int | None
+
+
+def network_facts(address: str | None) -> NetworkFacts:
+    country_record = _lookup(settings.RISK_GEOIP_COUNTRY_DB, address or "")
+    asn_record = _lookup(settings.RISK_GEOIP_ASN_DB, address or "")
+    country = (country_record.get("country") or {}).get("iso_code", "")
+    asn = asn_record.get("autonomous_system_number")
+    return NetworkFacts(
+        address=address,
+        prefix=address_prefix(address),
+        listed=listed_label(address),
+        country=country if isinstance(country, str) else "",
+        asn=asn if isinstance(asn, int) else None,
+    )

@@ -1,0 +1,270 @@
+"""The checkpoint itself: read the signals, run the live (and shadow) rule set, record it all."""
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext
+
+from accounts.models import User
+
+from ..facts import ClientFacts
+from ..models import (
+    Decision,
+    Device,
+    Evaluation,
+    FiredRule,
+    KnownDevice,
+    ListEntry,
+    Rule,
+    RuleSetVersion,
+    strongest,
+)
+from ..rules import HINTS, KINDS, reason
+from ..signals import Signals
+
+# Factors that satisfy a step-up on their own (a passkey joins them with issue 12).
+STRONG_CHANNELS = frozenset({"totp"})
+RISK_LEVELS = {
+    Decision.ALLOW: "low",
+    Decision.STEP_UP: "medium",
+    Decision.REVIEW: "high",
+    Decision.BLOCK: "high",
+}
+FAILED_RESULTS = frozenset({"code_invalid", "too_many_attempts", "code_expired"})
+
+
+@dataclass(frozen=True)
+class RuleSetRun:
+    """One rule set version's verdict on one set of signals."""
+
+    version: int  # the version's number
+    score: int
+    decision: str
+    fired: tuple[dict[str, Any], ...]
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "score": self.score,
+            "decision": self.decision,
+            "fired": list(self.fired),
+        }
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the checkpoint decided, and the record of why."""
+
+    evaluation_id: int
+    decision: str
+    live: RuleSetRun | None
+    shadow: RuleSetRun | None = None
+    blocked_by: str = ""  # "device" or "phone" when a staff list decided
+    signals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def risk_level(self) -> str:
+        return RISK_LEVELS[self.decision]
+
+    @property
+    def score(self) -> int:
+        return self.live.score if self.live else 0
+
+    def customer_hint(self) -> str:
+        """Why more proof is needed, in words for the customer (never "fraud")."""
+        fired = sorted(self.live.fired if self.live else (), key=lambda f: -f["score"])
+        key = KINDS[fired[0]["kind"]].hint if fired else "default"
+        return str(HINTS[key])
+
+    def event_data(self) -> dict[str, Any]:
+        """The timeline's record: signals, each rule that fired, the total and the decision."""
+        data: dict[str, Any] = {
+            "evaluation": self.evaluation_id,
+            "decision": self.decision,
+            "signals": self.signals,
+        }
+        if self.live:
+            data["live"] = self.live.as_data()
+        if self.shadow:
+            data["shadow"] = self.shadow.as_data()
+        if self.blocked_by:
+            data["blocked_by"] = self.blocked_by
+        return data
+
+
+@dataclass(frozen=True)
+class _Version:
+    pk: int
+    number: int
+    step_up_at: int
+    review_at: int
+    rules: tuple[tuple[int, str, dict, int], ...]
+
+
+@lru_cache(maxsize=32)
+def _rules(version_id: int, published_at) -> tuple[tuple[int, str, dict, int], ...]:
+    # A version's rules never change once it runs, so they are read once per process.
+    return tuple(
+        (rule.pk, rule.kind, rule.params, rule.score)
+        for rule in Rule.objects.filter(version_id=version_id, enabled=True).order_by("pk")
+        if rule.kind in KINDS
+    )
+
+
+def running_versions() -> tuple[_Version | None, _Version | None]:
+    """The live and the shadow version (either may be missing)."""
+    found: dict[str, _Version] = {}
+    rows = RuleSetVersion.objects.filter(
+        status__in=[RuleSetVersion.Status.LIVE, RuleSetVersion.Status.SHADOW]
+    ).values_list("pk", "status", "number", "step_up_at", "review_at", "published_at")
+    for pk, status, number, step_up_at, review_at, published_at in rows:
+        found[status] = _Version(pk, number, step_up_at, review_at, _rules(pk, published_at))
+    return found.get(RuleSetVersion.Status.LIVE), found.get(RuleSetVersion.Status.SHADOW)
+
+
+def _run(version: _Version, signals: Signals) -> tuple[RuleSetRun, list[tuple[int, int]]]:
+    fired, hits = [], []
+    for rule_id, kind, params, score in version.rules:
+        if KINDS[kind].fires(signals, params):
+            fired.append({"rule": rule_id, "kind": kind, "params": params, "score": score})
+            hits.append((rule_id, score))
+    total = sum(score for _rule, score in hits)
+    if total >= version.review_at:
+        decision = Decision.REVIEW
+    elif total >= version.step_up_at:
+        decision = Decision.STEP_UP
+    else:
+        decision = Decision.ALLOW
+    return RuleSetRun(version.number, total, decision, tuple(fired)), hits
+
+
+def _blocked_by(customer: User, facts: ClientFacts) -> str:
+    wanted = Q(kind=ListEntry.Kind.PHONE, value=str(customer.phone_number or "-"))
+    if facts.device_key:
+        wanted |= Q(kind=ListEntry.Kind.DEVICE, value=facts.device_key)
+    kinds = set(
+        ListEntry.objects.filter(wanted, status=ListEntry.Status.ACTIVE).values_list(
+            "kind", flat=True
+        )
+    )
+    return next(
+        (kind for kind in (ListEntry.Kind.DEVICE, ListEntry.Kind.PHONE) if kind in kinds), ""
+    )
+
+
+def _remember_device(signals: Signals, now) -> None:
+    """Record the device and that this customer used it (first and last seen)."""
+    key = signals.facts.device_key
+    if not key:
+        return
+    Device.objects.bulk_create(
+        [Device(key=key, attributes=signals.attributes, first_seen=now, last_seen=now)],
+        update_conflicts=True,
+        unique_fields=["key"],
+        update_fields=["attributes", "last_seen"],
+    )
+    KnownDevice.objects.bulk_create(
+        [KnownDevice(customer=signals.customer, device_id=key, first_seen=now, last_seen=now)],
+        update_conflicts=True,
+        unique_fields=["customer", "device"],
+        update_fields=["last_seen"],
+    )
+
+
+def evaluate(
+    *,
+    moment: str,
+    customer: User,
+    facts: ClientFacts,
+    case_id: int | None = None,
+    channel: str = "",
+    code_result: str = "",
+) -> Assessment:
+    """Evaluate one sign-in, code request or code submit; runs in the caller's transaction.
+
+    Records the evaluation, the rules that fired (live and shadow) and the device; the caller
+    acts on the decision and puts ``event_data()`` on the case timeline.
+    """
+    now = timezone.now()
+    signals = Signals(
+        moment=moment,
+        customer=customer,
+        facts=facts,
+        case_id=case_id,
+        channel=channel,
+        code_result=code_result,
+        now=now,
+    )
+    live_version, shadow_version = running_versions()
+    live, live_hits = _run(live_version, signals) if live_version else (None, [])
+    shadow, shadow_hits = _run(shadow_version, signals) if shadow_version else (None, [])
+    blocked_by = _blocked_by(customer, facts)
+    decision = strongest(
+        live.decision if live else Decision.ALLOW, Decision.BLOCK if blocked_by else Decision.ALLOW
+    )
+    recorded = signals.recorded()
+    _remember_device(signals, now)
+    evaluation = Evaluation.objects.create(
+        moment=moment,
+        customer=customer,
+        case_id=case_id,
+        device_id=facts.device_key or None,
+        ip_prefix=signals.network.prefix,
+        channel=channel,
+        code_result=code_result,
+        code_failed=code_result in FAILED_RESULTS,
+        version_id=live_version.pk if live_version else None,
+        score=live.score if live else 0,
+        decision=decision,
+        shadow_version_id=shadow_version.pk if shadow_version else None,
+        shadow_score=shadow.score if shadow else None,
+        shadow_decision=shadow.decision if shadow else "",
+        signals=recorded,
+        created_at=now,
+    )
+    fired = [
+        FiredRule(evaluation=evaluation, rule_id=rule_id, score=score, shadow=False)
+        for rule_id, score in live_hits
+    ] + [
+        FiredRule(evaluation=evaluation, rule_id=rule_id, score=score, shadow=True)
+        for rule_id, score in shadow_hits
+    ]
+    if fired:
+        FiredRule.objects.bulk_create(fired)
+    return Assessment(
+        evaluation_id=evaluation.pk,
+        decision=decision,
+        live=live,
+        shadow=shadow,
+        blocked_by=blocked_by,
+        signals=recorded,
+    )
+
+
+def strongest_decision_since(case_id: int, since) -> str:
+    """The strongest decision taken on a case since ``since`` (a step-up sticks to the attempt)."""
+    decisions = Evaluation.objects.filter(case_id=case_id, created_at__gte=since).values_list(
+        "decision", flat=True
+    )
+    return strongest(*set(decisions))
+
+
+def trust_device(*, customer: User, facts: ClientFacts) -> None:
+    """The customer proved themselves on this device: recognise it from now on."""
+    if facts.device_key:
+        KnownDevice.objects.filter(
+            customer=customer, device_id=facts.device_key, verified_at__isnull=True
+        ).update(verified_at=timezone.now())
+
+
+def explain_fired(fired: list[dict[str, Any]]) -> list[str]:
+    """The reasons of fired rules as recorded on the timeline, in the active language."""
+    return [
+        reason(item["kind"], item.get("params", {}))
+        if item.get("kind") in KINDS
+        else gettext("Unknown rule")
+        for item in fired
+    ]

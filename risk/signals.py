@@ -1,0 +1,214 @@
+"""The signals of one evaluation, each read only when a rule of the rule set asks for it."""
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from accounts.models import User
+
+from . import fingerprint
+from .facts import ClientFacts
+from .models import CaseOutcome, Evaluation, KnownDevice, Moment
+from .network import NetworkFacts, network_facts
+
+# A customer's known devices compared by fingerprint, newest first.
+KNOWN_DEVICES_COMPARED = 20
+
+
+def pseudonym(value: str) -> str:
+    """A keyed hash that lets staff see "the same device" without the value itself."""
+    if not value:
+        return ""
+    return salted_hmac("risk.signal", value, secret=settings.SECRET_KEY).hexdigest()[:16]
+
+
+def _days_since(moment) -> float | None:
+    return None if moment is None else (timezone.now() - moment).total_seconds() / 86400
+
+
+class Signals:
+    """Everything the rules may look at for one customer at one moment."""
+
+    def __init__(
+        self,
+        *,
+        moment: str,
+        customer: User,
+        facts: ClientFacts,
+        case_id: int | None = None,
+        channel: str = "",
+        code_result: str = "",
+        now=None,
+    ) -> None:
+        self.moment = moment
+        self.customer = customer
+        self.facts = facts
+        self.case_id = case_id
+        self.channel = channel
+        self.code_result = code_result
+        self.now = now or timezone.now()
+        self.attributes = fingerprint.attributes(facts)
+
+    # --- device -----------------------------------------------------------------------------
+    @cached_property
+    def known_devices(self) -> list[KnownDevice]:
+        return list(
+            KnownDevice.objects.filter(customer=self.customer)
+            .select_related("device")
+            .order_by("-last_seen")[:KNOWN_DEVICES_COMPARED]
+        )
+
+    @cached_property
+    def device_recognition(self) -> tuple[str, KnownDevice | None]:
+        """("cookie" | "fingerprint" | "", the known device it matched)."""
+        verified = [known for known in self.known_devices if known.verified_at]
+        if self.facts.device_cookie == "valid":
+            for known in verified:
+                if known.device_id == self.facts.device_key:
+                    return "cookie", known
+        best, best_score = None, 0.0
+        for known in verified:
+            score = fingerprint.similarity(self.attributes, known.device.attributes)
+            if score > best_score:
+                best, best_score = known, score
+        if best is not None and best_score >= settings.RISK_FINGERPRINT_MATCH:
+            return "fingerprint", best
+        return "", None
+
+    @property
+    def device_recognised(self) -> bool:
+        return bool(self.device_recognition[0])
+
+    @property
+    def has_verified_devices(self) -> bool:
+        return any(known.verified_at for known in self.known_devices)
+
+    @property
+    def new_device(self) -> bool:
+        """Not recognised, while the customer has proved themselves on other devices before."""
+        return self.has_verified_devices and not self.device_recognised
+
+    # --- network ----------------------------------------------------------------------------
+    @cached_property
+    def network(self) -> NetworkFacts:
+        return network_facts(self.facts.ip_address)
+
+    @cached_property
+    def address_changed(self) -> bool:
+        """The code of this case was asked for from another network than this one."""
+        if self.moment != Moment.CODE_SUBMIT or not self.case_id:
+            return False
+        requested = (
+            Evaluation.objects.filter(case_id=self.case_id, moment=Moment.CODE_REQUEST)
+            .order_by("-created_at")
+            .values_list("ip_prefix", flat=True)
+            .first()
+        )
+        return requested is not None and requested != self.network.prefix
+
+    # --- account ----------------------------------------------------------------------------
+    @property
+    def account_age_days(self) -> float:
+        return _days_since(self.customer.date_joined) or 0.0
+
+    @property
+    def phone_changed_days(self) -> float | None:
+        return _days_since(self.customer.phone_number_changed_at)
+
+    @property
+    def password_reset_days(self) -> float | None:
+        return _days_since(self.customer.password_reset_at)
+
+    @cached_property
+    def channel_switched(self) -> bool:
+        if not self.channel:
+            return False
+        last = (
+            Evaluation.objects.filter(
+                customer=self.customer, moment=Moment.CODE_SUBMIT, code_result="ok"
+            )
+            .order_by("-created_at")
+            .values_list("channel", flat=True)
+            .first()
+        )
+        return last is not None and last != self.channel
+
+    def lockouts(self, days: int) -> int:
+        return Evaluation.objects.filter(
+            customer=self.customer,
+            moment=Moment.CODE_SUBMIT,
+            code_result="too_many_attempts",
+            created_at__gte=self.now - timedelta(days=days),
+        ).count()
+
+    @cached_property
+    def fraud_confirmed_before(self) -> bool:
+        return CaseOutcome.objects.filter(
+            case__credit_line__customer=self.customer, outcome=CaseOutcome.Outcome.FRAUD
+        ).exists()
+
+    # --- velocity ---------------------------------------------------------------------------
+    @cached_property
+    def velocity(self) -> dict[str, int]:
+        """Counts over the last hour and the last day, in one query over three indexes.
+
+        ``*_requested`` and ``*_failed``: codes asked for and wrong codes in the last hour, per
+        device, address prefix and phone number (the customer's); ``*_customers``: distinct
+        customers on the device and on the prefix in 24 hours, this one included. Earlier
+        evaluations only: the one being made is not yet written.
+        """
+        hour = Q(created_at__gte=self.now - timedelta(hours=1))
+        requested = Q(moment=Moment.CODE_REQUEST)
+        failed = Q(moment=Moment.CODE_SUBMIT, code_failed=True)
+        keys = {"phone": Q(customer=self.customer)}
+        if self.facts.device_key:
+            keys["device"] = Q(device_id=self.facts.device_key)
+        if self.network.prefix:
+            keys["prefix"] = Q(ip_prefix=self.network.prefix)
+        aggregates: dict[str, Any] = {}
+        for key, match in keys.items():
+            aggregates[f"{key}_requested"] = Count("pk", filter=match & hour & requested)
+            aggregates[f"{key}_failed"] = Count("pk", filter=match & hour & failed)
+            if key != "phone":
+                aggregates[f"{key}_others"] = Count(
+                    "customer", distinct=True, filter=match & ~Q(customer=self.customer)
+                )
+        anywhere = Q()
+        for match in keys.values():
+            anywhere |= match
+        counts = Evaluation.objects.filter(
+            anywhere, created_at__gte=self.now - timedelta(hours=24)
+        ).aggregate(**aggregates)
+        result = {name: counts.get(name) or 0 for name in aggregates}
+        for key in ("device", "prefix"):
+            result.setdefault(f"{key}_requested", 0)
+            result.setdefault(f"{key}_failed", 0)
+            result[f"{key}_customers"] = result.pop(f"{key}_others", 0) + 1
+        return result
+
+    # --- the record -------------------------------------------------------------------------
+    def recorded(self) -> dict[str, Any]:
+        """What the timeline keeps of the signals the rules read: identifying values hashed."""
+        data: dict[str, Any] = {
+            "device": pseudonym(self.facts.device_key),
+            "device_cookie": self.facts.device_cookie,
+            "device_recognised": self.device_recognition[0],
+            "network": {
+                "prefix": pseudonym(self.network.prefix),
+                "listed": self.network.listed,
+                "country": self.network.country,
+                "asn": self.network.asn,
+            },
+            "browser": self.attributes.get("browser", ""),
+            "os": self.attributes.get("os", ""),
+        }
+        if "velocity" in self.__dict__:
+            data["velocity"] = self.velocity
+        if self.facts.posted_malformed:
+            data["device_facts"] = "malformed"
+        return data
