@@ -436,3 +436,6 @@ RISK_NETWORK_LIST_FILE = env.str("RISK_NETWORK_LIST_FILE", default="")
 # MaxMind-format databases (GeoLite2-Country, GeoLite2-ASN or compatible); optional.
 RISK_GEOIP_COUNTRY_DB = env.str("RISK_GEOIP_COUNTRY_DB", default="")
 RISK_GEOIP_ASN_DB = env.str("RISK_GEOIP_ASN_DB", default="")
+# A step-up is answered only by a stronger factor the customer already had: set up at least this
+# long ago, and before the phone number, e-mail or password last changed (see risk/services).
+RISK_STRONG_FACTOR_MIN_AGE_HOURS = env.int("RISK_STRONG_FACTOR_MIN_AGE_HOURS", default=72)

@@ -105,6 +105,11 @@ def auditor(db):
     return StaffFactory(username="auditor-aud", role="auditor")
 
 
+@pytest.fixture
+def risk_analyst(db):
+    return StaffFactory(username="risk-rui", role="risk_analyst")
+
+
 class RunningSimulator:
     def __init__(self, url: str) -> None:
         self.url = url

@@ -9,8 +9,7 @@ from typing import Any
 from accounts.models import User
 from risk.models import Decision, Moment
 from risk.services import STRONG_CHANNELS, Assessment, evaluate
-from risk.services.checkpoint import strongest_decision_since
-from verification.services import channel_options
+from risk.services.checkpoint import established_strong_channels, strongest_decision_since
 
 from ..models import ActivationCase, ActorType, FailureReason
 from ..timeline import RequestContext, append_case_event
@@ -55,12 +54,15 @@ def attempt_decision(case: ActivationCase) -> str:
     return strongest_decision_since(case.pk, case.state_changed_at)
 
 
-def needs_stronger_factor(decision: str, channel: str) -> bool:
-    return decision == Decision.STEP_UP and channel not in STRONG_CHANNELS
+def needs_stronger_factor(decision: str, channel: str, customer: User) -> bool:
+    """Whether a step-up still wants more than this channel's code."""
+    if decision != Decision.STEP_UP:
+        return False
+    return channel not in STRONG_CHANNELS or channel not in established_strong_channels(customer)
 
 
 def has_stronger_factor(customer: User) -> bool:
-    return any(option.channel in STRONG_CHANNELS for option in channel_options(customer))
+    return bool(established_strong_channels(customer))
 
 
 def hold_for_review(case: ActivationCase, assessment: Assessment, *, detail: str) -> None:

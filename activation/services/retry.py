@@ -92,7 +92,7 @@ def start_verification(
         checkpoint.hold_for_review(case, assessment, detail=assessment.decision)
         return VerificationStarted(channel=channel, delivered=False, held=True)
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
-    if checkpoint.needs_stronger_factor(assessment.decision, channel):
+    if checkpoint.needs_stronger_factor(assessment.decision, channel, customer):
         if not checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return VerificationStarted(channel=channel, delivered=False, held=True)
         return VerificationStarted(
@@ -227,7 +227,7 @@ def _verify_and_submit(
     if decision in checkpoint.HOLDING_DECISIONS:
         checkpoint.hold_for_review(case, assessment, detail=decision)
         return result
-    if checkpoint.needs_stronger_factor(decision, channel):
+    if checkpoint.needs_stronger_factor(decision, channel, customer):
         if checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return CheckResult.STEP_UP
         return result

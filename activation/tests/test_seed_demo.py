@@ -10,11 +10,17 @@ def test_seed_demo_creates_staff_through_create_staff_user_with_their_audit_even
     call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
     created = SystemEvent.objects.filter(kind="staff.created")
-    assert sorted(event.data["role"] for event in created) == ["agent", "auditor", "supervisor"]
+    assert sorted(event.data["role"] for event in created) == [
+        "agent",
+        "auditor",
+        "risk_analyst",
+        "supervisor",
+    ]
     for username, role in [
         ("agent", "agent"),
         ("supervisor", "supervisor"),
         ("auditor", "auditor"),
+        ("risk", "risk_analyst"),
     ]:
         staff = User.objects.get(username=username)
         assert staff.is_staff and not staff.is_superuser

@@ -1,9 +1,11 @@
 """The checkpoint itself: read the signals, run the live (and shadow) rule set, record it all."""
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -12,6 +14,7 @@ from accounts.models import User
 
 from ..facts import ClientFacts
 from ..models import (
+    CaseOutcome,
     Decision,
     Device,
     Evaluation,
@@ -155,6 +158,12 @@ def _blocked_by(customer: User, facts: ClientFacts) -> str:
     )
 
 
+def _vouched_for(case_id: int | None) -> bool:
+    return case_id is not None and (
+        CaseOutcome.objects.filter(case_id=case_id, outcome=CaseOutcome.Outcome.LEGITIMATE).exists()
+    )
+
+
 def _remember_device(signals: Signals, now) -> None:
     """Record the device and that this customer used it (first and last seen)."""
     key = signals.facts.device_key
@@ -202,10 +211,16 @@ def evaluate(
     live, live_hits = _run(live_version, signals) if live_version else (None, [])
     shadow, shadow_hits = _run(shadow_version, signals) if shadow_version else (None, [])
     blocked_by = _blocked_by(customer, facts)
-    decision = strongest(
-        live.decision if live else Decision.ALLOW, Decision.BLOCK if blocked_by else Decision.ALLOW
-    )
+    decision = live.decision if live else Decision.ALLOW
+    vouched = decision != Decision.ALLOW and _vouched_for(case_id)
+    if vouched:
+        # Staff reviewed this case and found it legitimate: the same picture holds it no more.
+        decision = Decision.ALLOW
+    if blocked_by:
+        decision = Decision.BLOCK
     recorded = signals.recorded()
+    if vouched:
+        recorded["vouched_by_staff"] = True
     _remember_device(signals, now)
     evaluation = Evaluation.objects.create(
         moment=moment,
@@ -250,6 +265,28 @@ def strongest_decision_since(case_id: int, since) -> str:
         "decision", flat=True
     )
     return strongest(*set(decisions))
+
+
+def established_strong_channels(customer: User) -> frozenset[str]:
+    """The stronger factors the customer *already had*: set up at least
+    ``RISK_STRONG_FACTOR_MIN_AGE_HOURS`` ago and before the phone number, e-mail or password last
+    changed. Whoever took over a number (a SIM swap) can text themselves a code to set up an app;
+    such an app must not answer the step-up that the swap itself caused.
+    """
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    newest_allowed = timezone.now() - timedelta(hours=settings.RISK_STRONG_FACTOR_MIN_AGE_HOURS)
+    for changed in (
+        customer.phone_number_changed_at,
+        customer.email_changed_at,
+        customer.password_reset_at,
+    ):
+        if changed is not None:
+            newest_allowed = min(newest_allowed, changed)
+    established = TOTPDevice.objects.filter(
+        user=customer, confirmed=True, created_at__lt=newest_allowed
+    ).exists()
+    return frozenset({"totp"}) if established else frozenset()
 
 
 def trust_device(*, customer: User, facts: ClientFacts) -> None:

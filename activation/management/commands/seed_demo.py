@@ -23,6 +23,7 @@ STAFF = [
     ("agent", "Ada", "agent"),
     ("supervisor", "Sam", "supervisor"),
     ("auditor", "Aud", "auditor"),
+    ("risk", "Rui", "risk_analyst"),
 ]
 
 
@@ -87,4 +88,4 @@ class Command(BaseCommand):
         write(f"Staff at /backoffice/ (password {STAFF_PASSWORD}, code from an authenticator app):")
         for username, _first_name, role in STAFF:
             device = TOTPDevice.objects.filter(user__username=username).first()
-            write(f"  {username:<10} {role:<10} {device.config_url if device else ''}")
+            write(f"  {username:<10} {role:<12} {device.config_url if device else ''}")
