@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from accounts.roles import can
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
+from risk.admin_cases import case_risk_context
 
 from . import selectors
 from .admin_views import (
@@ -284,7 +285,11 @@ class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), **case_page_context(request, object_id)}
+        extra_context = {
+            **(extra_context or {}),
+            **case_page_context(request, object_id),
+            **case_risk_context(request, object_id),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):

@@ -29,6 +29,10 @@ WEIGHTS = {
     "touch": 1,
 }
 REQUIRED = ("browser", "os")
+# Headers alone (the user agent, the languages, client hints that repeat the user agent) are the
+# same on every phone of one model: a device is recognised without its cookie only when both
+# sides also have the script's own facts.
+FROM_THE_DEVICE = ("screen", "tz")
 
 
 @lru_cache(maxsize=1024)
@@ -67,10 +71,12 @@ def attributes(facts: ClientFacts) -> dict[str, str]:
 def similarity(seen: dict[str, str], known: dict[str, str]) -> float:
     """How alike two devices' attributes are, 0 to 1; 0 when browser or system differ.
 
-    Only attributes both sides have are compared, and at least a little must be compared, so
-    two bare user agents never count as the same device.
+    Only attributes both sides have are compared, and the script's facts must be among them, so
+    two phones of one model with the same headers never count as the same device.
     """
     if not all(seen.get(name) and seen.get(name) == known.get(name) for name in REQUIRED):
+        return 0.0
+    if not all(name in seen and name in known for name in FROM_THE_DEVICE):
         return 0.0
     compared = [
         name for name, weight in WEIGHTS.items() if weight and name in seen and name in known

@@ -92,12 +92,24 @@ def staff_ranges() -> tuple:
     return _staff_ranges["ranges"]
 
 
+def _unmapped(address: str) -> str:
+    """``::ffff:a.b.c.d`` as ``a.b.c.d``: a dual-stack socket shows IPv4 clients so, while the
+    lists and GeoIP files name them in IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return address
+
+
 def listed_label(address: str | None) -> str:
     """``vpn``, ``proxy`` or ``hosting`` if the address is in a listed range, else ""."""
     if not address:
         return ""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(_unmapped(address))
     except ValueError:
         return ""
     for network, label in (*file_ranges(), *staff_ranges()):
@@ -117,8 +129,10 @@ def _lookup(path: str, address: str) -> dict:
     if not path or not address:
         return {}
     try:
-        record = _reader(path, Path(path).stat().st_mtime).get(address)
-    except (OSError, ValueError) as error:
+        record = _reader(path, Path(path).stat().st_mtime).get(_unmapped(address))
+    # A corrupt or half-copied file raises maxminddb's InvalidDatabaseError, a RuntimeError:
+    # GeoIP is then unknown, never a failed sign-in.
+    except (OSError, ValueError, RuntimeError) as error:
         logger.warning("GeoIP database %s cannot be read: %s", path, error)
         return {}
     return record if isinstance(record, dict) else {}

@@ -5,7 +5,7 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Q, Value, When
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -57,10 +57,14 @@ class Signals:
     # --- device -----------------------------------------------------------------------------
     @cached_property
     def known_devices(self) -> list[KnownDevice]:
+        # The cookie's own device first, however long ago it was last seen, then the newest.
+        this_device = Case(
+            When(device_id=self.facts.device_key or None, then=Value(1)), default=Value(0)
+        )
         return list(
             KnownDevice.objects.filter(customer=self.customer)
             .select_related("device")
-            .order_by("-last_seen")[:KNOWN_DEVICES_COMPARED]
+            .order_by(this_device.desc(), "-last_seen")[:KNOWN_DEVICES_COMPARED]
         )
 
     @cached_property

@@ -16,6 +16,7 @@ SOURCES = [
     "accounts",
     "audit",
     "verification",
+    "risk",
     "activation",
     "templates",
     "locale",

@@ -7,9 +7,13 @@ to the case: a hold hands the case to staff, a step-up asks for a stronger facto
 from typing import Any
 
 from accounts.models import User
-from risk.models import Decision, Moment
+from risk.models import Decision, Moment, strongest
 from risk.services import STRONG_CHANNELS, Assessment, evaluate
-from risk.services.checkpoint import established_strong_channels, strongest_decision_since
+from risk.services.checkpoint import (
+    RISK_LEVELS,
+    established_strong_channels,
+    strongest_decision_since,
+)
 
 from ..models import ActivationCase, ActorType, FailureReason
 from ..timeline import RequestContext, append_case_event
@@ -43,8 +47,11 @@ def check(
         actor_type=ActorType.SYSTEM,
         data={"moment": moment, "channel": channel, **assessment.event_data()},
     )
-    if case.risk_level != assessment.risk_level:
-        case.risk_level = assessment.risk_level
+    # The level follows the attempt's strongest decision: a step-up earlier in this attempt is
+    # not lowered by a cleaner picture later (another network before the submit).
+    level = RISK_LEVELS[strongest(assessment.decision, attempt_decision(case))]
+    if case.risk_level != level:
+        case.risk_level = level
         case.save(update_fields=["risk_level"])
     return assessment
 

@@ -92,7 +92,8 @@ def start_verification(
         checkpoint.hold_for_review(case, assessment, detail=assessment.decision)
         return VerificationStarted(channel=channel, delivered=False, held=True)
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
-    if checkpoint.needs_stronger_factor(assessment.decision, channel, customer):
+    # A step-up earlier in this attempt sticks: no code that could not be enough is sent.
+    if checkpoint.needs_stronger_factor(checkpoint.attempt_decision(case), channel, customer):
         if not checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return VerificationStarted(channel=channel, delivered=False, held=True)
         return VerificationStarted(

@@ -1,11 +1,13 @@
 """The checkpoint itself: read the signals, run the live (and shadow) rule set, record it all."""
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -25,8 +27,10 @@ from ..models import (
     RuleSetVersion,
     strongest,
 )
-from ..rules import HINTS, KINDS, reason
+from ..rules import HINTS, KINDS, clean_params, reason
 from ..signals import Signals
+
+logger = logging.getLogger(__name__)
 
 # Factors that satisfy a step-up on their own (a passkey joins them with issue 12).
 STRONG_CHANNELS = frozenset({"totp"})
@@ -110,11 +114,17 @@ class _Version:
 @lru_cache(maxsize=32)
 def _rules(version_id: int, published_at) -> tuple[tuple[int, str, dict, int], ...]:
     # A version's rules never change once it runs, so they are read once per process.
-    return tuple(
-        (rule.pk, rule.kind, rule.params, rule.score)
-        for rule in Rule.objects.filter(version_id=version_id, enabled=True).order_by("pk")
-        if rule.kind in KINDS
-    )
+    rules = []
+    for rule in Rule.objects.filter(version_id=version_id, enabled=True).order_by("pk"):
+        # A row written around the forms (a kind since removed, a hand edit) is skipped, never
+        # run: its parameters could not be trusted, and a TypeError would fail every sign-in.
+        try:
+            params = clean_params(rule.kind, rule.params)
+        except ValidationError:
+            logger.warning("risk rule %s (%s) is not valid and is skipped", rule.pk, rule.kind)
+            continue
+        rules.append((rule.pk, rule.kind, params, rule.score))
+    return tuple(rules)
 
 
 def running_versions() -> tuple[_Version | None, _Version | None]:

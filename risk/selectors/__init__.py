@@ -1,0 +1,1 @@
+"""Reads of the risk checkpoint shared by the back office, the API and exports."""

@@ -1,0 +1,130 @@
+"""Reads of the staff-kept lists, for the lists page and the case page's risk panel."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from accounts.masking import mask_phone_number
+
+from ..models import ListEntry
+from ..signals import pseudonym
+
+# Each section of the lists page shows at most this many rows (and says how many there are).
+SECTION_ROWS = 200
+# Rejected and removed entries shown as recent history.
+HISTORY_ROWS = 20
+
+
+def shown_value(kind: str, value: str, *, pii: bool) -> str:
+    """A list entry's value as staff may see it.
+
+    Without ``view_pii``, a phone number is masked and a device key becomes the same keyed hash
+    the timeline records for it, so staff can still match an entry to a case's device.
+    """
+    if pii or kind == ListEntry.Kind.NETWORK:
+        return value
+    if kind == ListEntry.Kind.PHONE:
+        return mask_phone_number(value)
+    return f"#{pseudonym(value)}"
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    pk: int
+    kind: str
+    kind_label: str
+    status: str
+    status_label: str
+    value: str  # as shown (see ``shown_value``)
+    label: str
+    reason: str
+    case_id: int | None
+    proposed_by: str
+    proposed_by_id: int
+    decided_by: str
+    decided_by_id: int | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+def entry_rows(entries: QuerySet[ListEntry], *, pii: bool) -> list[EntryRow]:
+    """``entries`` as shown; the queryset must select ``proposed_by`` and ``decided_by``."""
+    return [
+        EntryRow(
+            pk=entry.pk,
+            kind=entry.kind,
+            kind_label=entry.get_kind_display(),
+            status=entry.status,
+            status_label=entry.get_status_display(),
+            value=shown_value(entry.kind, entry.value, pii=pii),
+            label=entry.label,
+            reason=entry.reason,
+            case_id=entry.case_id,
+            proposed_by=entry.proposed_by.get_username(),
+            proposed_by_id=entry.proposed_by_id,
+            decided_by=entry.decided_by.get_username() if entry.decided_by else "",
+            decided_by_id=entry.decided_by_id,
+            created_at=entry.created_at,
+            decided_at=entry.decided_at,
+        )
+        for entry in entries
+    ]
+
+
+def list_entries() -> QuerySet[ListEntry]:
+    return ListEntry.objects.select_related("proposed_by", "decided_by")
+
+
+@dataclass(frozen=True)
+class Section:
+    rows: list[EntryRow]
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.rows)
+
+
+@dataclass(frozen=True)
+class ListsPage:
+    proposals: Section  # blocks waiting for a second person
+    blocks: Section  # active blocked devices and numbers
+    ranges: Section  # active network ranges
+    history: Section  # recently rejected or removed entries
+
+
+def _section(entries: QuerySet[ListEntry], rows: int, *, pii: bool) -> Section:
+    return Section(rows=entry_rows(entries[:rows], pii=pii), total=entries.count())
+
+
+def lists_page(*, pii: bool) -> ListsPage:
+    """The lists page: every section bounded, newest first."""
+    entries = list_entries()
+    blocks = entries.filter(kind__in=[ListEntry.Kind.DEVICE, ListEntry.Kind.PHONE])
+    return ListsPage(
+        proposals=_section(
+            blocks.filter(status=ListEntry.Status.PROPOSED).order_by("-created_at", "-pk"),
+            SECTION_ROWS,
+            pii=pii,
+        ),
+        blocks=_section(
+            blocks.filter(status=ListEntry.Status.ACTIVE).order_by("-decided_at", "-pk"),
+            SECTION_ROWS,
+            pii=pii,
+        ),
+        ranges=_section(
+            entries.filter(kind=ListEntry.Kind.NETWORK, status=ListEntry.Status.ACTIVE).order_by(
+                "value"
+            ),
+            SECTION_ROWS,
+            pii=pii,
+        ),
+        history=_section(
+            entries.filter(
+                status__in=[ListEntry.Status.REJECTED, ListEntry.Status.REMOVED]
+            ).order_by("-decided_at", "-pk"),
+            HISTORY_ROWS,
+            pii=pii,
+        ),
+    )

@@ -1,0 +1,437 @@
+"""The checkpoint's scenarios, played through the real sign-in and retry views.
+
+Each customer uses a ``Phone`` (a test client with one browser's headers, address and device
+cookie); codes come from the locmem SMS backend or the customer's authenticator app. The live
+rule set is the default v1 the migration ships (step up at 40, review at 90).
+"""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from activation.models import ActivationCase, CaseEvent, CaseState
+from risk.models import Evaluation, FiredRule, ListEntry, Moment, Rule, RuleSetVersion
+from tests.factories import CustomerFactory, StaffFactory, open_failed_case
+from tests.fixtures import last_sms_code
+from verification.sms import LocmemBackend
+
+from .conftest import (
+    HOME_ADDRESS,
+    IPHONE_FACTS,
+    IPHONE_UA,
+    OFFICE_ADDRESS,
+    PIXEL_FACTS,
+    VPN_ADDRESS,
+    VPN_RANGE,
+    Phone,
+    app_code,
+    fired_kinds,
+    give_app,
+    last_risk_event,
+    visible_text,
+)
+
+pytestmark = pytest.mark.django_db
+
+ACCUSING_WORDS = ("fraud", "suspect", "suspicious", "欺诈", "可疑", "嫌疑")
+
+
+def sms_sent_to(customer) -> int:
+    return sum(1 for message in LocmemBackend.outbox if message["to"] == str(customer.phone_number))
+
+
+def activate_with_sms(phone: Phone, customer, case: ActivationCase) -> None:
+    """The honest path: sign in, ask for an SMS code, enter it; the case goes to the core.
+
+    The outbox is emptied afterwards, so a test counts only the messages that follow.
+    """
+    response = phone.sign_in(customer)
+    assert response.status_code == 302, "sign-in refused"
+    phone.send(case)
+    response = phone.verify(case, last_sms_code(str(customer.phone_number)))
+    assert response["Location"] == reverse("activation:detail", args=[case.pk])
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    LocmemBackend.outbox.clear()
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+# --- a fraud ring ----------------------------------------------------------------------------
+
+
+def test_a_fraud_ring_of_twenty_customers_on_one_phone_is_stopped_and_then_reviewed(phone):
+    ring_phone = phone(facts=PIXEL_FACTS)
+    customers = CustomerFactory.create_batch(20)
+    cases = [open_failed_case(customer) for customer in customers]
+    outcomes = []
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for customer, case in zip(customers, cases, strict=True):
+            # One every 50 minutes: twenty in less than a day, on the same device cookie.
+            clock.shift(timedelta(minutes=50))
+            assert ring_phone.sign_in(customer).status_code == 302
+            ring_phone.send(case)
+            case.refresh_from_db()
+            if case.state == CaseState.PENDING_VERIFICATION and sms_sent_to(customer):
+                ring_phone.verify(case, last_sms_code(str(customer.phone_number)))
+                case.refresh_from_db()
+            outcomes.append(case)
+
+    stopped = [case for case in outcomes if case.state != CaseState.SUBMITTING]
+    assert len(stopped) >= 18
+    # Once stopped, every later customer on that phone is stopped too, and nothing was sent.
+    first_stopped = outcomes.index(stopped[0])
+    assert outcomes[first_stopped:] == stopped
+    assert all(sms_sent_to(case.credit_line.customer) == 0 for case in stopped)
+    for case in stopped:
+        assert (case.state, case.failure_reason) == (CaseState.NEEDS_REVIEW, "risk_review")
+    # The later ones are reviewed outright (not merely stepped up): the device's crowd did it.
+    for case in outcomes[first_stopped + 1 :]:
+        assert case.risk_level == "high"
+        event = last_risk_event(case, Moment.CODE_REQUEST)
+        assert event["decision"] == "review"
+        assert event["live"]["version"] == 1
+        assert event["live"]["score"] >= 90
+        assert "many_customers" in fired_kinds(event)
+        assert event["signals"]["velocity"]["device_customers"] > 3
+    # The one stopped first was asked for a stronger factor it does not have: staff, too.
+    first_event = last_risk_event(stopped[0], Moment.CODE_REQUEST)
+    assert first_event["decision"] == "step_up"
+    assert (stopped[0].failure_detail, stopped[0].risk_level) == (
+        "step_up_without_factor",
+        "medium",
+    )
+
+
+# --- SIM swap --------------------------------------------------------------------------------
+
+
+def test_a_sim_swap_needs_the_app_and_the_sms_alone_is_not_enough(phone):
+    customer = CustomerFactory()
+    give_app(customer)
+    now = timezone.now()
+    with time_machine.travel(now - timedelta(days=30), tick=False):
+        activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+    with time_machine.travel(now - timedelta(days=1), tick=False):
+        customer.phone_number = "+8613999990000"
+        customer.save()
+    customer.refresh_from_db()
+    assert customer.phone_number_changed_at < now - timedelta(hours=23)
+
+    new_phone = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS, address=OFFICE_ADDRESS)
+    case = open_failed_case(customer)
+    assert new_phone.sign_in(customer).status_code == 302
+    response = new_phone.send(case, "sms")
+
+    case.refresh_from_db()
+    assert case.state == CaseState.PENDING_VERIFICATION
+    assert sms_sent_to(customer) == 0, "an SMS code was sent although it cannot be enough"
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert event["decision"] == "step_up"
+    assert event["live"]["version"] == 1
+    assert {"new_device", "phone_changed_new_device"} <= fired_kinds(event)
+    assert CaseEvent.objects.filter(case=case, kind="risk.step_up_required").exists()
+    warning = " ".join(messages_of(response))
+    assert "authenticator app" in warning
+    assert not any(word in warning.lower() for word in ACCUSING_WORDS)
+
+    # Asking again for an SMS changes nothing: still no code by SMS.
+    new_phone.send(case, "sms")
+    assert sms_sent_to(customer) == 0
+
+    response = new_phone.verify(case, app_code(customer))
+    assert response["Location"] == reverse("activation:detail", args=[case.pk])
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    assert case.risk_level == "medium"
+    submit = last_risk_event(case, Moment.CODE_SUBMIT)
+    assert (submit["channel"], submit["decision"]) == ("totp", "step_up")
+
+
+def test_a_sim_swap_without_an_app_goes_to_staff(phone):
+    customer = CustomerFactory()
+    now = timezone.now()
+    with time_machine.travel(now - timedelta(days=30), tick=False):
+        activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+    with time_machine.travel(now - timedelta(days=1), tick=False):
+        customer.phone_number = "+8613999990001"
+        customer.save()
+
+    case = open_failed_case(customer)
+    new_phone = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS, address=OFFICE_ADDRESS)
+    new_phone.sign_in(customer)
+    new_phone.send(case, "sms")
+    case.refresh_from_db()
+    assert (case.state, case.failure_reason) == (CaseState.NEEDS_REVIEW, "risk_review")
+    assert sms_sent_to(customer) == 0
+
+
+@pytest.mark.parametrize("first_try", ["sms", "app"])
+def test_an_app_set_up_after_the_number_changed_does_not_answer_a_sim_swap(phone, first_try):
+    """Whoever took over the number can text themselves a code and set up an app of their own."""
+    customer = CustomerFactory()
+    now = timezone.now()
+    with time_machine.travel(now - timedelta(days=30), tick=False):
+        activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+    with time_machine.travel(now - timedelta(days=1), tick=False):
+        customer.phone_number = "+8613999990002"
+        customer.save()
+    give_app(customer, days_ago=0.5)
+
+    case = open_failed_case(customer)
+    swapper = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS, address=OFFICE_ADDRESS)
+    swapper.sign_in(customer)
+    if first_try == "sms":
+        swapper.send(case, "sms")
+    else:
+        swapper.use_app(case)
+
+    case.refresh_from_db()
+    assert (case.state, case.failure_reason, case.failure_detail) == (
+        CaseState.NEEDS_REVIEW,
+        "risk_review",
+        "step_up_without_factor",
+    )
+    assert sms_sent_to(customer) == 0
+    assert not CaseEvent.objects.filter(case=case, kind="verification.started").exists()
+
+
+# --- honest customers ------------------------------------------------------------------------
+
+
+def test_an_honest_customer_on_a_vpn_with_a_known_phone_is_allowed(phone, vpn_list):
+    customer = CustomerFactory()
+    own_phone = phone(facts=PIXEL_FACTS)
+    activate_with_sms(own_phone, customer, open_failed_case(customer))
+
+    own_phone.move_to(VPN_ADDRESS)
+    case = open_failed_case(customer)
+    activate_with_sms(own_phone, customer, case)
+
+    for moment in (Moment.CODE_REQUEST, Moment.CODE_SUBMIT):
+        event = last_risk_event(case, moment)
+        assert event["decision"] == "allow"
+        assert fired_kinds(event) == {"network_listed"}
+        assert event["live"]["version"] == 1
+        assert event["signals"]["network"]["listed"] == "vpn"
+        assert event["signals"]["device_recognised"] == "cookie"
+    assert case.risk_level == "low"
+
+
+@pytest.mark.parametrize("first_try", ["sms", "app"])
+def test_an_honest_customer_on_a_new_phone_passes_with_the_app(phone, first_try):
+    customer = CustomerFactory()
+    give_app(customer)
+    activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+
+    new_phone = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS)
+    case = open_failed_case(customer)
+    new_phone.sign_in(customer)
+    if first_try == "sms":
+        response = new_phone.send(case, "sms", follow=True)
+        # Asked for the app, with the reason in plain words; no SMS that could not be enough.
+        assert "We do not recognise this phone or computer." in response.text
+        assert "authenticator app" in response.text
+        assert sms_sent_to(customer) == 0
+    else:
+        new_phone.use_app(case)
+    response = new_phone.verify(case, app_code(customer))
+
+    assert response["Location"] == reverse("activation:detail", args=[case.pk])
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    assert case.risk_level == "medium"
+    request = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (request["decision"], fired_kinds(request)) == ("step_up", {"new_device"})
+
+
+def test_an_honest_customer_on_a_new_phone_without_an_app_is_reviewed_with_a_clear_page(phone):
+    customer = CustomerFactory()
+    activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+
+    new_phone = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS)
+    case = open_failed_case(customer)
+    new_phone.sign_in(customer)
+    response = new_phone.send(case, "sms")
+
+    assert response["Location"] == reverse("activation:detail", args=[case.pk])
+    case.refresh_from_db()
+    assert (case.state, case.failure_reason, case.risk_level) == (
+        CaseState.NEEDS_REVIEW,
+        "risk_review",
+        "medium",
+    )
+    assert sms_sent_to(customer) == 0
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (event["decision"], fired_kinds(event)) == ("step_up", {"new_device"})
+
+    english = visible_text(new_phone.get(f"/activation/{case.pk}/").text)
+    assert "A security check is needed" in english
+    assert "this activation needs a quick check by our staff" in english
+    chinese = visible_text(
+        new_phone.get(f"/activation/{case.pk}/", HTTP_ACCEPT_LANGUAGE="zh-hans").text
+    )
+    assert "需要进行安全核查" in chinese
+    assert "工作人员" in chinese
+    for page in (english, chinese):
+        assert not any(word in page.lower() for word in ACCUSING_WORDS)
+
+
+def test_an_address_change_between_request_and_submit_is_still_allowed(phone):
+    customer = CustomerFactory()
+    commuter = phone(facts=PIXEL_FACTS, address=HOME_ADDRESS)
+    case = open_failed_case(customer)
+    commuter.sign_in(customer)
+    commuter.send(case)
+    commuter.move_to(OFFICE_ADDRESS)  # left the house: Wi-Fi to mobile data
+    commuter.verify(case, last_sms_code(str(customer.phone_number)))
+
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    event = last_risk_event(case, Moment.CODE_SUBMIT)
+    assert event["decision"] == "allow"
+    assert fired_kinds(event) == {"address_changed"}
+    succeeded = CaseEvent.objects.get(case=case, kind="verification.succeeded")
+    assert succeeded.data["ip_changed"] == {"from": HOME_ADDRESS, "to": OFFICE_ADDRESS}
+
+
+# --- shadow rules ----------------------------------------------------------------------------
+
+
+def test_a_shadow_rule_records_its_decision_without_changing_the_outcome(phone):
+    shadow = RuleSetVersion.objects.create(
+        number=2,
+        status=RuleSetVersion.Status.SHADOW,
+        step_up_at=40,
+        review_at=90,
+        published_at=timezone.now(),
+    )
+    young = Rule.objects.create(
+        version=shadow, kind="young_account", params={"days": 365}, score=200
+    )
+    customer = CustomerFactory()
+    case = open_failed_case(customer)
+    activate_with_sms(phone(facts=PIXEL_FACTS), customer, case)
+
+    event = last_risk_event(case, Moment.CODE_SUBMIT)
+    assert event["decision"] == "allow"
+    assert event["live"]["decision"] == "allow"
+    assert event["shadow"]["version"] == 2
+    assert event["shadow"]["decision"] == "review"
+    assert fired_kinds(event, "shadow") == {"young_account"}
+    assert case.risk_level == "low"
+    evaluation = Evaluation.objects.get(pk=event["evaluation"])
+    assert (evaluation.decision, evaluation.shadow_decision) == ("allow", "review")
+    assert FiredRule.objects.filter(evaluation=evaluation, rule=young, shadow=True).exists()
+
+
+# --- staff block lists -----------------------------------------------------------------------
+
+
+def test_a_blocked_device_is_held_for_review_and_cannot_sign_in_again(phone):
+    customer = CustomerFactory()
+    blocked_phone = phone(facts=PIXEL_FACTS)
+    case = open_failed_case(customer)
+    assert blocked_phone.sign_in(customer).status_code == 302
+
+    ListEntry.objects.create(
+        kind=ListEntry.Kind.DEVICE,
+        value=blocked_phone.device_key,
+        reason="Confirmed fraud on another case",
+        status=ListEntry.Status.ACTIVE,
+        proposed_by=StaffFactory(),
+        decided_by=StaffFactory(),
+        decided_at=timezone.now(),
+    )
+    response = blocked_phone.send(case)
+    assert response["Location"] == reverse("activation:detail", args=[case.pk])
+    case.refresh_from_db()
+    assert (case.state, case.failure_reason, case.risk_level) == (
+        CaseState.NEEDS_REVIEW,
+        "risk_review",
+        "high",
+    )
+    assert sms_sent_to(customer) == 0
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (event["decision"], event["blocked_by"]) == ("block", "device")
+
+    response = blocked_phone.sign_in(customer)
+    assert response.status_code == 200
+    assert not response.wsgi_request.user.is_authenticated
+    text = visible_text(response.text)
+    assert "We cannot sign you in online at the moment. Please call our service line." in text
+    assert not any(word in text.lower() for word in (*ACCUSING_WORDS, "block"))
+    # Another phone is not affected.
+    assert phone(user_agent=IPHONE_UA).sign_in(customer).status_code == 302
+
+
+# --- a step-up sticks to the attempt ---------------------------------------------------------
+
+
+def crowd_the_vpn_range(customers: int = 16, failed_each: int = 2) -> None:
+    """Earlier traffic on the VPN range: many customers, many wrong codes, in the last hour."""
+    prefix = VPN_RANGE
+    for customer in CustomerFactory.create_batch(customers):
+        Evaluation.objects.create(
+            moment=Moment.CODE_REQUEST, customer=customer, ip_prefix=prefix, decision="allow"
+        )
+        for _try in range(failed_each):
+            Evaluation.objects.create(
+                moment=Moment.CODE_SUBMIT,
+                customer=customer,
+                ip_prefix=prefix,
+                code_result="code_invalid",
+                code_failed=True,
+                decision="allow",
+            )
+
+
+def test_a_step_up_at_a_code_request_is_not_undone_by_changing_network(phone, vpn_list):
+    crowd_the_vpn_range()
+    customer = CustomerFactory()
+    give_app(customer)
+    case = open_failed_case(customer)
+    mover = phone(facts=PIXEL_FACTS, address=HOME_ADDRESS)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        mover.sign_in(customer)
+        mover.send(case)
+        sms_code = last_sms_code(str(customer.phone_number))
+        assert last_risk_event(case, Moment.CODE_REQUEST)["decision"] == "allow"
+
+        # A new code asked for through the crowded VPN range: more proof is needed.
+        clock.shift(70)  # past the resend cooldown, well inside the code's five minutes
+        mover.move_to(VPN_ADDRESS)
+        mover.send(case)
+        request = last_risk_event(case, Moment.CODE_REQUEST)
+        assert request["decision"] == "step_up"
+        assert fired_kinds(request) == {"many_customers", "network_listed", "code_velocity"}
+        assert sms_sent_to(customer) == 1
+
+        # Back home the network looks clean, but this attempt still wants the app: no SMS ...
+        clock.shift(70)
+        mover.move_to(HOME_ADDRESS)
+        response = mover.send(case)
+        assert last_risk_event(case, Moment.CODE_REQUEST)["decision"] == "allow"
+        assert sms_sent_to(customer) == 1
+        assert "authenticator app" in " ".join(messages_of(response))
+        # ... and the SMS code from before the step-up is not enough either, even when a fresh
+        # session no longer remembers that the app was asked for.
+        clock.shift(10)
+        mover.sign_in(customer)
+        response = mover.verify(case, sms_code)
+        case.refresh_from_db()
+        assert case.state == CaseState.PENDING_VERIFICATION, "the SMS code alone was enough"
+        assert response["Location"] == reverse("activation:retry", args=[case.pk])
+        assert "authenticator app" in " ".join(messages_of(response))
+        assert last_risk_event(case, Moment.CODE_SUBMIT)["decision"] == "allow"
+        assert case.risk_level == "medium"
+
+        mover.verify(case, app_code(customer))
+        case.refresh_from_db()
+        assert (case.state, case.risk_level) == (CaseState.SUBMITTING, "medium")
