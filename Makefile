@@ -9,7 +9,7 @@ WEB_PORT ?= 8000
 CORE_PORT ?= 8001
 CORE_API_URL ?= http://127.0.0.1:$(CORE_PORT)
 
-.PHONY: run test lint format bench setup clean
+.PHONY: run test lint format bench bench-risk setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,8 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m bench.surge --users $${BENCH_USERS:-200}
 	$(BIN)/python -m bench.export --events $${BENCH_EVENTS:-1000000}
+	$(BIN)/python -m bench.risk_traffic --seed 11 --customers $${BENCH_RISK_CUSTOMERS:-400}
+
+# The risk checkpoint's labelled synthetic traffic alone (PostgreSQL only; see docs/risk.md).
+bench-risk: $(STAMP)
+	$(BIN)/python -m bench.risk_traffic --seed 11 --customers $${BENCH_RISK_CUSTOMERS:-400}

@@ -25,7 +25,7 @@ HINTS = {
 }
 
 KEYS = {"device": _("this device"), "prefix": _("this network"), "phone": _("this phone number")}
-COUNTERS = {"requested": _("codes requested"), "failed": _("wrong codes")}
+COUNTERS = {"requested": _("Codes requested"), "failed": _("Wrong codes")}
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,20 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "phone_changed_new_device",
-            _("Phone number changed recently, on a device not recognised"),
+            _("Phone number changed recently, on a device not recognised by its cookie"),
             _("The phone number changed within %(days)s days and this device is not recognised."),
             "account",
             (Param("days", "int", _("days"), 1, 365),),
-            lambda s, p: not s.device_recognised and _days(s.phone_changed_days, p["days"]),
+            # Only the cookie counts here: a look-alike of the victim's phone must not pass.
+            lambda s, p: not s.device_known_by_cookie and _days(s.phone_changed_days, p["days"]),
         ),
         Kind(
             "password_reset_new_device",
-            _("Password reset recently, on a device not recognised"),
+            _("Password reset recently, on a device not recognised by its cookie"),
             _("The password was reset within %(days)s days and this device is not recognised."),
             "account",
             (Param("days", "int", _("days"), 1, 365),),
-            lambda s, p: not s.device_recognised and _days(s.password_reset_days, p["days"]),
+            lambda s, p: not s.device_known_by_cookie and _days(s.password_reset_days, p["days"]),
         ),
         Kind(
             "young_account",
@@ -128,7 +129,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             "many_customers",
             _("Many customers on one device or network in 24 hours"),
-            _("More than %(more_than)s customers used %(key)s in 24 hours."),
+            _("Customers on %(key)s in 24 hours: more than %(more_than)s."),
             "velocity",
             (
                 Param("key", "choice", _("counted per"), choices=("device", "prefix")),
@@ -139,7 +140,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             "code_velocity",
             _("Many codes requested or failed in an hour"),
-            _("More than %(more_than)s %(counter)s for %(key)s in one hour."),
+            _("%(counter)s for %(key)s in one hour: more than %(more_than)s."),
             "velocity",
             (
                 Param("counter", "choice", _("counter"), choices=tuple(COUNTERS)),

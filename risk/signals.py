@@ -5,7 +5,8 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Count, Q, Value, When
+from django.db import connection
+from django.db.models import Case, Value, When
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -89,6 +90,19 @@ class Signals:
         return bool(self.device_recognition[0])
 
     @property
+    def device_known_by_cookie(self) -> bool:
+        """Recognised by our signed cookie, not merely by looking alike."""
+        return self.device_recognition[0] == "cookie"
+
+    @property
+    def device_trusted(self) -> bool:
+        """This very device (its cookie) is one the customer proved themselves on."""
+        return any(
+            known.device_id == self.facts.device_key and known.verified_at
+            for known in self.known_devices
+        )
+
+    @property
     def has_verified_devices(self) -> bool:
         return any(known.verified_at for known in self.known_devices)
 
@@ -164,35 +178,57 @@ class Signals:
         ``*_requested`` and ``*_failed``: codes asked for and wrong codes in the last hour, per
         device, address prefix and phone number (the customer's); ``*_customers``: distinct
         customers on the device and on the prefix in 24 hours, this one included. Earlier
-        evaluations only: the one being made is not yet written.
+        evaluations only: the one being made is not yet written. Written in SQL because the ORM
+        spent more time compiling these eight filtered counts than the database spent on them.
         """
-        hour = Q(created_at__gte=self.now - timedelta(hours=1))
-        requested = Q(moment=Moment.CODE_REQUEST)
-        failed = Q(moment=Moment.CODE_SUBMIT, code_failed=True)
-        keys = {"phone": Q(customer=self.customer)}
-        if self.facts.device_key:
-            keys["device"] = Q(device_id=self.facts.device_key)
-        if self.network.prefix:
-            keys["prefix"] = Q(ip_prefix=self.network.prefix)
-        aggregates: dict[str, Any] = {}
-        for key, match in keys.items():
-            aggregates[f"{key}_requested"] = Count("pk", filter=match & hour & requested)
-            aggregates[f"{key}_failed"] = Count("pk", filter=match & hour & failed)
+        ops = connection.ops
+        hour = ops.adapt_datetimefield_value(self.now - timedelta(hours=1))
+        day = ops.adapt_datetimefield_value(self.now - timedelta(hours=24))
+        # A missing key is NULL, which equals nothing.
+        keys = {
+            "phone": ("customer_id", self.customer.pk),
+            "device": ("device_id", self.facts.device_key or None),
+            "prefix": ("ip_prefix", self.network.prefix or None),
+        }
+        columns, params = [], []
+        for key, (column, value) in keys.items():
+            columns.append(
+                f"COUNT(*) FILTER (WHERE {column} = %s AND created_at >= %s"
+                f" AND moment = '{Moment.CODE_REQUEST}')"
+            )
+            params += [value, hour]
+            columns.append(
+                f"COUNT(*) FILTER (WHERE {column} = %s AND created_at >= %s"
+                f" AND moment = '{Moment.CODE_SUBMIT}' AND code_failed)"
+            )
+            params += [value, hour]
             if key != "phone":
-                aggregates[f"{key}_others"] = Count(
-                    "customer", distinct=True, filter=match & ~Q(customer=self.customer)
+                columns.append(
+                    f"COUNT(DISTINCT customer_id) FILTER (WHERE {column} = %s"
+                    " AND customer_id <> %s)"
                 )
-        anywhere = Q()
-        for match in keys.values():
-            anywhere |= match
-        counts = Evaluation.objects.filter(
-            anywhere, created_at__gte=self.now - timedelta(hours=24)
-        ).aggregate(**aggregates)
-        result = {name: counts.get(name) or 0 for name in aggregates}
+                params += [value, self.customer.pk]
+        # Only our own column names and constants are formatted in; every value is a parameter.
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {Evaluation._meta.db_table}"  # noqa: S608
+            # Each arm matches one index, (key, created_at), so a long history is never read.
+            " WHERE (customer_id = %s AND created_at >= %s)"
+            " OR (device_id = %s AND created_at >= %s)"
+            " OR (ip_prefix = %s AND created_at >= %s)"
+        )
+        for _column, value in keys.values():
+            params += [value, day]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        names = []
+        for key in keys:
+            names += [f"{key}_requested", f"{key}_failed"]
+            if key != "phone":
+                names.append(f"{key}_customers")
+        result = {name: int(value or 0) for name, value in zip(names, row, strict=True)}
         for key in ("device", "prefix"):
-            result.setdefault(f"{key}_requested", 0)
-            result.setdefault(f"{key}_failed", 0)
-            result[f"{key}_customers"] = result.pop(f"{key}_others", 0) + 1
+            result[f"{key}_customers"] += 1  # this customer
         return result
 
     # --- the record -------------------------------------------------------------------------

@@ -4,10 +4,11 @@ The rules and the signals live in ``risk``; this module only asks it and applies
 to the case: a hold hands the case to staff, a step-up asks for a stronger factor.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from accounts.models import User
-from risk.models import Decision, Moment, strongest
+from risk.models import Decision, Moment
 from risk.services import STRONG_CHANNELS, Assessment, evaluate
 from risk.services.checkpoint import (
     RISK_LEVELS,
@@ -23,6 +24,14 @@ from ._common import S
 HOLDING_DECISIONS = frozenset({Decision.REVIEW, Decision.BLOCK})
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An evaluation, and the strongest decision of the attempt it belongs to."""
+
+    assessment: Assessment
+    attempt: str  # a step-up earlier in this attempt sticks until it is met
+
+
 def check(
     case: ActivationCase,
     customer: User,
@@ -31,7 +40,7 @@ def check(
     channel: str,
     context: RequestContext,
     code_result: str = "",
-) -> Assessment:
+) -> Checked:
     """Evaluate this moment of the locked case and put the evaluation on its timeline."""
     assessment = evaluate(
         moment=moment,
@@ -49,11 +58,12 @@ def check(
     )
     # The level follows the attempt's strongest decision: a step-up earlier in this attempt is
     # not lowered by a cleaner picture later (another network before the submit).
-    level = RISK_LEVELS[strongest(assessment.decision, attempt_decision(case))]
+    attempt = attempt_decision(case)
+    level = RISK_LEVELS[attempt]
     if case.risk_level != level:
         case.risk_level = level
         case.save(update_fields=["risk_level"])
-    return assessment
+    return Checked(assessment, attempt)
 
 
 def attempt_decision(case: ActivationCase) -> str:

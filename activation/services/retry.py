@@ -85,15 +85,16 @@ def start_verification(
     if language and customer.preferred_language != language:
         customer.preferred_language = language
         customer.save(update_fields=["preferred_language"])
-    assessment = checkpoint.check(
+    checked = checkpoint.check(
         case, customer, moment=Moment.CODE_REQUEST, channel=channel, context=context
     )
-    if assessment.decision in checkpoint.HOLDING_DECISIONS:
-        checkpoint.hold_for_review(case, assessment, detail=assessment.decision)
+    assessment = checked.assessment
+    if checked.attempt in checkpoint.HOLDING_DECISIONS:
+        checkpoint.hold_for_review(case, assessment, detail=checked.attempt)
         return VerificationStarted(channel=channel, delivered=False, held=True)
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
     # A step-up earlier in this attempt sticks: no code that could not be enough is sent.
-    if checkpoint.needs_stronger_factor(checkpoint.attempt_decision(case), channel, customer):
+    if checkpoint.needs_stronger_factor(checked.attempt, channel, customer):
         if not checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return VerificationStarted(channel=channel, delivered=False, held=True)
         return VerificationStarted(
@@ -199,7 +200,7 @@ def _verify_and_submit(
         raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
 
     result = check_code(user=customer, channel=channel, code=code)
-    assessment = checkpoint.check(
+    checked = checkpoint.check(
         case,
         customer,
         moment=Moment.CODE_SUBMIT,
@@ -207,6 +208,7 @@ def _verify_and_submit(
         context=context,
         code_result=str(result),
     )
+    assessment = checked.assessment
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
     if result != CheckResult.OK:
         append_case_event(
@@ -224,7 +226,7 @@ def _verify_and_submit(
         data={"channel": channel, **_network_change(case, context)},
         **actor,
     )
-    decision = checkpoint.attempt_decision(case)
+    decision = checked.attempt
     if decision in checkpoint.HOLDING_DECISIONS:
         checkpoint.hold_for_review(case, assessment, detail=decision)
         return result
@@ -232,7 +234,8 @@ def _verify_and_submit(
         if checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return CheckResult.STEP_UP
         return result
-    trust_device(customer=customer, facts=context.client)
+    if not assessment.device_trusted:
+        trust_device(customer=customer, facts=context.client)
     transition(case, to=S.SUBMITTING, **actor)
     request = CoreRequest.objects.create(
         case=case,

@@ -4,15 +4,20 @@ from django.utils import timezone
 from activation.migrations_helpers import roles_creator
 
 # The first live rule set. Scores add up; 40 asks for a stronger factor, 90 hands to staff.
-# Network facts (a VPN, an address change) add at most 25 together: never enough alone.
+# Network facts (a VPN, an address change) add at most 25 together: never enough alone. Tuned on
+# the labelled traffic of bench/risk_traffic.py (docs/benchmarks.md, "Risk traffic").
 DEFAULT_RULES = [
     ("new_device", {}, 40),
     ("phone_changed_new_device", {"days": 14}, 40),
     ("password_reset_new_device", {"days": 3}, 20),
     ("network_listed", {"labels": ["hosting", "proxy", "vpn"]}, 15),
     ("address_changed", {}, 10),
-    ("many_customers", {"key": "device", "more_than": 2}, 40),
-    ("many_customers", {"key": "device", "more_than": 3}, 90),
+    # A second customer on one device adds a little; with a week-old account, a step-up. Three
+    # of a household pass on their shared computer; a fourth is asked for more, a fifth is a ring.
+    ("young_account", {"days": 7}, 15),
+    ("many_customers", {"key": "device", "more_than": 1}, 25),
+    ("many_customers", {"key": "device", "more_than": 3}, 40),
+    ("many_customers", {"key": "device", "more_than": 4}, 90),
     ("many_customers", {"key": "prefix", "more_than": 15}, 20),
     ("code_velocity", {"counter": "requested", "key": "device", "more_than": 6}, 30),
     # One customer's own wrong codes are the lock-outs' business (3 codes × 5 tries, then

@@ -40,6 +40,8 @@ RISK_LEVELS = {
     Decision.REVIEW: "high",
     Decision.BLOCK: "high",
 }
+# A device's "last seen" is kept to within this much, which spares two writes per evaluation.
+LAST_SEEN_PRECISION = timedelta(minutes=5)
 FAILED_RESULTS = frozenset({"code_invalid", "too_many_attempts", "code_expired"})
 
 
@@ -71,6 +73,8 @@ class Assessment:
     shadow: RuleSetRun | None = None
     blocked_by: str = ""  # "device" or "phone" when a staff list decided
     signals: dict[str, Any] = field(default_factory=dict)
+    # The customer already proved themselves on this very device (by its cookie).
+    device_trusted: bool = False
 
     @property
     def risk_level(self) -> str:
@@ -179,6 +183,13 @@ def _remember_device(signals: Signals, now) -> None:
     key = signals.facts.device_key
     if not key:
         return
+    for known in signals.known_devices:
+        if (
+            known.device_id == key
+            and known.device.attributes == signals.attributes
+            and known.last_seen >= now - LAST_SEEN_PRECISION
+        ):
+            return  # seen just now, unchanged (a submit right after its code request)
     Device.objects.bulk_create(
         [Device(key=key, attributes=signals.attributes, first_seen=now, last_seen=now)],
         update_conflicts=True,
@@ -266,6 +277,7 @@ def evaluate(
         shadow=shadow,
         blocked_by=blocked_by,
         signals=recorded,
+        device_trusted=signals.device_trusted,
     )
 
 

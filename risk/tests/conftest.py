@@ -26,7 +26,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from activation.models import ActivationCase, CaseEvent
 from risk.middleware import DEVICE_COOKIE, read_device_cookie
 from risk.network import forget_staff_ranges
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, CustomerFactory
 
 PIXEL_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -56,12 +56,23 @@ HOME_ADDRESS = "203.0.113.10"
 OFFICE_ADDRESS = "192.0.2.77"
 VPN_RANGE = "198.51.100.0/24"
 VPN_ADDRESS = "198.51.100.23"
+# How old an established customer's account is: well past the default rules' young week.
+ESTABLISHED_FOR = timedelta(days=180)
 
 
 def load_default_rule_set() -> None:
     """Put back the default rule set v1 when a transactional test's flush removed it."""
     migration = importlib.import_module("risk.migrations.0002_default_rule_set_and_roles")
     migration.create_default_rule_set(apps, None)  # does nothing while any version exists
+
+
+def established_customer(**kwargs):
+    """A customer whose account is months old, as a returning customer's (or a victim's) is.
+
+    The factory's customers join "now", and the default rules add score to accounts younger than
+    a week; a test about anything else starts from an established account.
+    """
+    return CustomerFactory(date_joined=timezone.now() - ESTABLISHED_FOR, **kwargs)
 
 
 @pytest.fixture(autouse=True)

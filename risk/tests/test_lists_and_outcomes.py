@@ -398,9 +398,10 @@ def test_bad_list_input_is_a_clear_error_and_changes_nothing(supervisor, data, s
 
 
 def ring_case(phone):
-    """Four customers on one phone in a day: the fourth one's case goes to staff (a fraud ring)."""
+    """Five fresh accounts on one phone in a day: the fifth one's case goes straight to staff
+    (a fraud ring; the second to the fourth are asked for a factor they lack, so staff too)."""
     shared = phone()
-    for _number in range(4):
+    for _number in range(5):
         customer = CustomerFactory()
         case = open_failed_case(customer)
         shared.client.force_login(customer)
@@ -411,6 +412,7 @@ def ring_case(phone):
         FailureReason.RISK_REVIEW,
         "high",
     )
+    assert last_risk_event(case)["decision"] == Decision.REVIEW
     return case, shared
 
 
@@ -434,7 +436,7 @@ def test_confirmed_fraud_goes_on_the_timeline_and_proposes_blocks_a_second_perso
         outcome_url(case),
         {
             "outcome": "fraud",
-            "note": "Four accounts on one phone",
+            "note": "Five accounts on one phone",
             "block_device": "on",
             "block_phone": "on",
         },
@@ -449,7 +451,7 @@ def test_confirmed_fraud_goes_on_the_timeline_and_proposes_blocks_a_second_perso
     assert CaseEvent.objects.filter(case=case).count() == events + 1
     assert (event.kind, event.actor_type, event.actor) == ("risk.outcome_recorded", "staff", agent)
     assert event.data["outcome"] == "fraud"
-    assert event.data["note"] == "Four accounts on one phone"
+    assert event.data["note"] == "Five accounts on one phone"
     assert {item["list"] for item in event.data["block_proposals"]} == {"device", "phone"}
     assert shared.device_key not in str(event.data)  # identifying values stay off the timeline
     assert find_case_chain_break(case.pk) is None

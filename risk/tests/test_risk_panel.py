@@ -44,16 +44,18 @@ def test_the_panel_explains_a_held_case_the_rules_that_fired_and_the_device(agen
     text = panel_text(staff_client(agent), case)
 
     assert "Latest decision:</strong> Hand to staff for review" in text
-    assert "score 130" in text
+    assert "score 170" in text
     assert "rule set version 1" in text
     assert "Code request" in text
     # Each rule that fired, with its score and its reason in words.
-    assert "+90 More than 3 customers used this device in 24 hours." in text
-    assert "+40 More than 2 customers used this device in 24 hours." in text
-    # The device: known to this customer since when, never verified, three others on it.
+    assert "+90 Customers on this device in 24 hours: more than 4." in text
+    assert "+40 Customers on this device in 24 hours: more than 3." in text
+    assert "+25 Customers on this device in 24 hours: more than 1." in text
+    assert "+15 The account is less than 7 days old." in text
+    # The device: known to this customer since when, never verified, four others on it.
     assert "known to this customer since" in text
     assert "never verified on it" in text
-    assert "other customers on it: 3 in the last 24 hours, 3 ever" in text
+    assert "other customers on it: 4 in the last 24 hours, 4 ever" in text
     assert "Risk level: High" in text
     # The outcome form is there for an agent.
     assert 'name="outcome"' in text

@@ -20,6 +20,8 @@ from risk.selectors import rules as selectors
 from risk.services import rulesets
 from tests.factories import StaffFactory, open_failed_case
 
+from .conftest import established_customer
+
 pytestmark = pytest.mark.django_db
 
 V = RuleSetVersion.Status
@@ -385,9 +387,9 @@ def test_only_get_and_post_and_only_with_the_csrf_token(supervisor):
 # --- Shadow -------------------------------------------------------------------------------------
 
 
-def test_one_person_runs_a_shadow_that_records_beside_the_live_decision(supervisor, customer):
+def test_one_person_runs_a_shadow_that_records_beside_the_live_decision(supervisor):
     staff = staff_client(supervisor)
-    # The live rules plus one that would send every young account to review.
+    # The live rules plus one that would send every account younger than a year to review.
     live_rules = [(kind, params, score) for kind, params, score, _on in rules_of(live_version())]
     shadow = draft_through_page(staff, rules=[*live_rules, ("young_account", {"days": 365}, 90)])
 
@@ -396,6 +398,7 @@ def test_one_person_runs_a_shadow_that_records_beside_the_live_decision(supervis
     assert shadow.status == V.SHADOW and shadow.published_at is not None
     assert trail()[-1] == ("rule_set.shadow_started", supervisor.username)
 
+    customer = established_customer()  # half a year old: the live week-old rule stays quiet
     case = open_failed_case(customer)
     phone = Client()
     phone.force_login(customer)
@@ -407,8 +410,8 @@ def test_one_person_runs_a_shadow_that_records_beside_the_live_decision(supervis
     evaluation = Evaluation.objects.get(case=case)
     assert (evaluation.decision, evaluation.shadow_decision) == ("allow", "review")
     assert evaluation.version == live_version() and evaluation.shadow_version == shadow
-    young = shadow.rules.get(kind="young_account")
-    assert FiredRule.objects.filter(evaluation=evaluation, rule=young, shadow=True).exists()
+    young = shadow.rules.get(kind="young_account", params={"days": 365})
+    assert list(FiredRule.objects.values_list("rule", "shadow")) == [(young.pk, True)]
     case.refresh_from_db()
     assert case.state == CaseState.PENDING_VERIFICATION
     assert case.risk_level == "low"

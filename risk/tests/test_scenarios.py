@@ -29,6 +29,7 @@ from .conftest import (
     VPN_RANGE,
     Phone,
     app_code,
+    established_customer,
     fired_kinds,
     give_app,
     last_risk_event,
@@ -68,6 +69,7 @@ def messages_of(response) -> list[str]:
 
 def test_a_fraud_ring_of_twenty_customers_on_one_phone_is_stopped_and_then_reviewed(phone):
     ring_phone = phone(facts=PIXEL_FACTS)
+    # A ring's accounts are fresh: opened today (the factory's customers join now).
     customers = CustomerFactory.create_batch(20)
     cases = [open_failed_case(customer) for customer in customers]
     outcomes = []
@@ -91,29 +93,134 @@ def test_a_fraud_ring_of_twenty_customers_on_one_phone_is_stopped_and_then_revie
     assert all(sms_sent_to(case.credit_line.customer) == 0 for case in stopped)
     for case in stopped:
         assert (case.state, case.failure_reason) == (CaseState.NEEDS_REVIEW, "risk_review")
-    # The later ones are reviewed outright (not merely stepped up): the device's crowd did it.
-    for case in outcomes[first_stopped + 1 :]:
-        assert case.risk_level == "high"
+
+    # The first account on the phone looks like anyone's first activation: it goes through.
+    first = last_risk_event(outcomes[0], Moment.CODE_REQUEST)
+    assert (first["decision"], fired_kinds(first)) == ("allow", {"young_account"})
+    # The second to the fourth: a young account on a device others used today is asked for a
+    # stronger factor it does not have, so staff.
+    assert first_stopped == 1
+    for case in outcomes[1:4]:
+        event = last_risk_event(case, Moment.CODE_REQUEST)
+        assert event["decision"] == "step_up"
+        assert {"young_account", "many_customers"} <= fired_kinds(event)
+        assert (case.failure_detail, case.risk_level) == ("step_up_without_factor", "medium")
+    # From the fifth on, reviewed outright (not merely stepped up): the device's crowd did it.
+    for case in outcomes[4:]:
+        assert (case.failure_detail, case.risk_level) == ("review", "high")
         event = last_risk_event(case, Moment.CODE_REQUEST)
         assert event["decision"] == "review"
         assert event["live"]["version"] == 1
         assert event["live"]["score"] >= 90
-        assert "many_customers" in fired_kinds(event)
-        assert event["signals"]["velocity"]["device_customers"] > 3
-    # The one stopped first was asked for a stronger factor it does not have: staff, too.
-    first_event = last_risk_event(stopped[0], Moment.CODE_REQUEST)
-    assert first_event["decision"] == "step_up"
-    assert (stopped[0].failure_detail, stopped[0].risk_level) == (
+        crowd = [
+            item["params"] for item in event["live"]["fired"] if item["kind"] == "many_customers"
+        ]
+        assert {"key": "device", "more_than": 4} in crowd
+        assert event["signals"]["velocity"]["device_customers"] > 4
+
+
+# --- shared devices --------------------------------------------------------------------------
+
+FAMILY_PC_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+FAMILY_PC_FACTS = {
+    "screen": "1920x1080",
+    "dpr": "1",
+    "tz": "Asia/Shanghai",
+    "platform": "Win32",
+    "touch": "0",
+}
+
+
+def test_a_young_account_on_a_device_another_customer_used_today_is_stepped_up(phone):
+    shared = phone(facts=PIXEL_FACTS)
+    owner = established_customer()
+    activate_with_sms(shared, owner, open_failed_case(owner))
+
+    # An account opened yesterday, on the phone another customer used today: more proof.
+    newcomer = CustomerFactory(date_joined=timezone.now() - timedelta(days=1))
+    case = open_failed_case(newcomer)
+    shared.sign_in(newcomer)
+    shared.send(case)
+    case.refresh_from_db()
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (event["decision"], event["live"]["score"]) == ("step_up", 40)
+    assert fired_kinds(event) == {"young_account", "many_customers"}
+    assert (case.state, case.failure_detail, case.risk_level) == (
+        CaseState.NEEDS_REVIEW,
         "step_up_without_factor",
         "medium",
     )
+    assert sms_sent_to(newcomer) == 0
+
+    # An established account on that phone the same day is not asked for more.
+    relative = established_customer()
+    case = open_failed_case(relative)
+    activate_with_sms(shared, relative, case)
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (event["decision"], fired_kinds(event)) == ("allow", {"many_customers"})
+
+
+def test_a_household_on_one_computer_passes_and_a_crowd_on_it_does_not(phone):
+    """Up to three established customers on one computer in a day pass with an SMS code; a
+    fourth needs a stronger factor; from the fifth on, staff look first."""
+    computer = phone(user_agent=FAMILY_PC_UA, facts=FAMILY_PC_FACTS)
+    family = [established_customer() for _member in range(5)]
+    give_app(family[3])
+    now = timezone.now()
+    for days_ago, member in zip((50, 40, 30, 20, 10), family, strict=True):
+        # Each activated on it before, days apart: it is every member's known computer.
+        with time_machine.travel(now - timedelta(days=days_ago), tick=False):
+            activate_with_sms(computer, member, open_failed_case(member))
+
+    cases = [open_failed_case(member) for member in family]
+    with time_machine.travel(now, tick=False) as clock:
+        # All of them come back the same day, half an hour apart.
+        for member, case in zip(family[:3], cases[:3], strict=True):
+            clock.shift(timedelta(minutes=30))
+            activate_with_sms(computer, member, case)
+            event = last_risk_event(case, Moment.CODE_REQUEST)
+            assert (event["decision"], event["signals"]["device_recognised"]) == (
+                "allow",
+                "cookie",
+            )
+            assert event["live"]["score"] <= 25
+
+        clock.shift(timedelta(minutes=30))
+        fourth, fourth_case = family[3], cases[3]
+        computer.sign_in(fourth)
+        computer.send(fourth_case)
+        event = last_risk_event(fourth_case, Moment.CODE_REQUEST)
+        assert (event["decision"], fired_kinds(event)) == ("step_up", {"many_customers"})
+        assert event["signals"]["velocity"]["device_customers"] == 4
+        assert sms_sent_to(fourth) == 0
+        computer.verify(fourth_case, app_code(fourth))
+        fourth_case.refresh_from_db()
+        assert (fourth_case.state, fourth_case.risk_level) == (CaseState.SUBMITTING, "medium")
+
+        clock.shift(timedelta(minutes=30))
+        fifth, fifth_case = family[4], cases[4]
+        computer.sign_in(fifth)
+        computer.send(fifth_case)
+        fifth_case.refresh_from_db()
+        assert (fifth_case.state, fifth_case.failure_detail, fifth_case.risk_level) == (
+            CaseState.NEEDS_REVIEW,
+            "review",
+            "high",
+        )
+        event = last_risk_event(fifth_case, Moment.CODE_REQUEST)
+        assert event["decision"] == "review"
+        assert event["live"]["score"] >= 90
+        assert sms_sent_to(fifth) == 0
 
 
 # --- SIM swap --------------------------------------------------------------------------------
 
 
 def test_a_sim_swap_needs_the_app_and_the_sms_alone_is_not_enough(phone):
-    customer = CustomerFactory()
+    customer = established_customer()
     give_app(customer)
     now = timezone.now()
     with time_machine.travel(now - timedelta(days=30), tick=False):
@@ -155,7 +262,7 @@ def test_a_sim_swap_needs_the_app_and_the_sms_alone_is_not_enough(phone):
 
 
 def test_a_sim_swap_without_an_app_goes_to_staff(phone):
-    customer = CustomerFactory()
+    customer = established_customer()
     now = timezone.now()
     with time_machine.travel(now - timedelta(days=30), tick=False):
         activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
@@ -175,7 +282,7 @@ def test_a_sim_swap_without_an_app_goes_to_staff(phone):
 @pytest.mark.parametrize("first_try", ["sms", "app"])
 def test_an_app_set_up_after_the_number_changed_does_not_answer_a_sim_swap(phone, first_try):
     """Whoever took over the number can text themselves a code and set up an app of their own."""
-    customer = CustomerFactory()
+    customer = established_customer()
     now = timezone.now()
     with time_machine.travel(now - timedelta(days=30), tick=False):
         activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
@@ -202,11 +309,56 @@ def test_an_app_set_up_after_the_number_changed_does_not_answer_a_sim_swap(phone
     assert not CaseEvent.objects.filter(case=case, kind="verification.started").exists()
 
 
+def change_number_yesterday(customer, number: str) -> None:
+    with time_machine.travel(timezone.now() - timedelta(days=1), tick=False):
+        customer.phone_number = number
+        customer.save()
+
+
+def test_a_look_alike_of_the_victims_phone_after_a_number_change_is_still_stepped_up(phone):
+    """The very model, browser, language and settings of the victim's phone, with a cookie of
+    its own: recognised by its attributes, but a number change wants the phone's cookie."""
+    customer = established_customer()
+    give_app(customer)
+    with time_machine.travel(timezone.now() - timedelta(days=30), tick=False):
+        activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
+    change_number_yesterday(customer, "+8613999990003")
+
+    look_alike = phone(facts=PIXEL_FACTS, address=OFFICE_ADDRESS)
+    case = open_failed_case(customer)
+    assert look_alike.sign_in(customer).status_code == 302
+    response = look_alike.send(case, "sms")
+
+    case.refresh_from_db()
+    assert case.state == CaseState.PENDING_VERIFICATION
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert event["signals"]["device_recognised"] == "fingerprint"
+    assert (event["decision"], fired_kinds(event)) == ("step_up", {"phone_changed_new_device"})
+    assert sms_sent_to(customer) == 0
+    assert "authenticator app" in " ".join(messages_of(response))
+    look_alike.send(case, "sms")
+    assert sms_sent_to(customer) == 0
+
+
+def test_the_customers_own_phone_after_their_number_change_is_allowed(phone):
+    customer = established_customer()
+    own_phone = phone(facts=PIXEL_FACTS)
+    with time_machine.travel(timezone.now() - timedelta(days=30), tick=False):
+        activate_with_sms(own_phone, customer, open_failed_case(customer))
+    change_number_yesterday(customer, "+8613999990004")
+
+    case = open_failed_case(customer)
+    activate_with_sms(own_phone, customer, case)
+    event = last_risk_event(case, Moment.CODE_REQUEST)
+    assert (event["decision"], event["signals"]["device_recognised"]) == ("allow", "cookie")
+    assert fired_kinds(event) == set()
+
+
 # --- honest customers ------------------------------------------------------------------------
 
 
 def test_an_honest_customer_on_a_vpn_with_a_known_phone_is_allowed(phone, vpn_list):
-    customer = CustomerFactory()
+    customer = established_customer()
     own_phone = phone(facts=PIXEL_FACTS)
     activate_with_sms(own_phone, customer, open_failed_case(customer))
 
@@ -226,7 +378,7 @@ def test_an_honest_customer_on_a_vpn_with_a_known_phone_is_allowed(phone, vpn_li
 
 @pytest.mark.parametrize("first_try", ["sms", "app"])
 def test_an_honest_customer_on_a_new_phone_passes_with_the_app(phone, first_try):
-    customer = CustomerFactory()
+    customer = established_customer()
     give_app(customer)
     activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
 
@@ -252,7 +404,7 @@ def test_an_honest_customer_on_a_new_phone_passes_with_the_app(phone, first_try)
 
 
 def test_an_honest_customer_on_a_new_phone_without_an_app_is_reviewed_with_a_clear_page(phone):
-    customer = CustomerFactory()
+    customer = established_customer()
     activate_with_sms(phone(facts=PIXEL_FACTS), customer, open_failed_case(customer))
 
     new_phone = phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS)
@@ -284,7 +436,7 @@ def test_an_honest_customer_on_a_new_phone_without_an_app_is_reviewed_with_a_cle
 
 
 def test_an_address_change_between_request_and_submit_is_still_allowed(phone):
-    customer = CustomerFactory()
+    customer = established_customer()
     commuter = phone(facts=PIXEL_FACTS, address=HOME_ADDRESS)
     case = open_failed_case(customer)
     commuter.sign_in(customer)
@@ -394,7 +546,7 @@ def crowd_the_vpn_range(customers: int = 16, failed_each: int = 2) -> None:
 
 def test_a_step_up_at_a_code_request_is_not_undone_by_changing_network(phone, vpn_list):
     crowd_the_vpn_range()
-    customer = CustomerFactory()
+    customer = established_customer()
     give_app(customer)
     case = open_failed_case(customer)
     mover = phone(facts=PIXEL_FACTS, address=HOME_ADDRESS)

@@ -23,6 +23,7 @@ from .conftest import (
     PIXEL_FACTS,
     PIXEL_UA,
     PIXEL_UA_UPDATED,
+    established_customer,
 )
 
 pytestmark = pytest.mark.django_db
@@ -355,8 +356,8 @@ def test_without_an_address_or_a_device_velocity_still_counts_the_customer(db):
 
 @pytest.fixture
 def customer_with_known_phone(db):
-    """A customer who proved themselves on their Pixel (device cookie ``k1``)."""
-    customer = CustomerFactory()
+    """An established customer who proved themselves on their Pixel (device cookie ``1…1``)."""
+    customer = established_customer()
     known = client("1" * 32)
     evaluate(moment=Moment.SIGN_IN, customer=customer, facts=known)
     trust_device(customer=customer, facts=known)
@@ -385,6 +386,34 @@ def test_a_known_device_whose_cookie_was_cleared_is_recognised_by_its_fingerprin
     assert assessment.decision == Decision.ALLOW
     assert "new_device" not in {item["kind"] for item in assessment.live.fired}
     assert assessment.signals["device_recognised"] == "fingerprint"
+
+
+@pytest.mark.parametrize("changed", ["phone_number_changed_at", "password_reset_at"])
+def test_after_a_number_change_or_a_reset_only_the_cookie_recognises_a_device(
+    customer_with_known_phone, changed
+):
+    """A phone that merely looks like the known one (a look-alike, or the same phone with its
+    cookie cleared) does not answer a recent number change or password reset."""
+    setattr(customer_with_known_phone, changed, timezone.now() - timedelta(days=1))
+    kind = {
+        "phone_number_changed_at": "phone_changed_new_device",
+        "password_reset_at": "password_reset_new_device",
+    }[changed]
+    params = {"days": 3}
+    look_alike = Signals(
+        moment=Moment.CODE_REQUEST,
+        customer=customer_with_known_phone,
+        facts=client("2" * 32, user_agent=PIXEL_UA_UPDATED),
+    )
+    own = Signals(
+        moment=Moment.CODE_REQUEST, customer=customer_with_known_phone, facts=client("1" * 32)
+    )
+    assert (look_alike.device_recognition[0], own.device_recognition[0]) == (
+        "fingerprint",
+        "cookie",
+    )
+    assert KINDS[kind].fires(look_alike, params)
+    assert not KINDS[kind].fires(own, params)
 
 
 def test_a_look_alike_phone_in_another_time_zone_is_a_new_device(customer_with_known_phone):
