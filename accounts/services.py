@@ -65,7 +65,8 @@ def send_password_reset_code(*, phone_number: str) -> None:
 def reset_password_with_code(*, phone_number: str, code: str, new_password: str) -> User | None:
     """Set a new password if ``code`` is the reset code just sent to ``phone_number``.
 
-    Return the customer whose password it was, or None if nothing changed.
+    An authenticator app still being set up is dropped with the old password. Return the
+    customer whose password it was, or None if nothing changed.
     """
     user = _customer_with_phone(phone_number)
     if user is None:
@@ -78,6 +79,9 @@ def reset_password_with_code(*, phone_number: str, code: str, new_password: str)
     user.set_password(new_password)
     user.password_reset_at = timezone.now()
     user.save(update_fields=["password", "password_reset_at"])
+    # An app set up but never confirmed may have been started by whoever had the old password;
+    # confirming its key after the reset would hand them a factor.
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
     return user
 
 

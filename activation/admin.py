@@ -34,7 +34,7 @@ from .models import (
     CreditLine,
     OverrideRequest,
 )
-from .pii import actor_label, event_data, may_see_pii
+from .pii import actor_label, device_label, event_data, may_see_pii
 
 
 def _without_pii(fields) -> list:
@@ -64,11 +64,12 @@ class CaseEventInline(ReadOnlyInline):
         "device_id",
     )
     ordering = ("seq",)
-    # Without view_pii these stand in for the columns that name or locate a customer.
+    # Without view_pii these stand in for the columns that name, locate or single out a customer.
     WITHOUT_PII = {
         "actor": "masked_actor",
         "ip_address": "masked_ip_address",
         "data": "masked_data",
+        "device_id": "masked_device_id",
     }
 
     def get_queryset(self, request):
@@ -92,6 +93,10 @@ class CaseEventInline(ReadOnlyInline):
     @admin.display(description=CaseEvent._meta.get_field("ip_address").verbose_name)
     def masked_ip_address(self, event: CaseEvent) -> str | None:
         return mask_ip_address(event.ip_address) if event.ip_address else None
+
+    @admin.display(description=CaseEvent._meta.get_field("device_id").verbose_name)
+    def masked_device_id(self, event: CaseEvent) -> str:
+        return device_label(event.device_id, pii=False)
 
     @admin.display(description=CaseEvent._meta.get_field("data").verbose_name)
     def masked_data(self, event: CaseEvent) -> str | None:

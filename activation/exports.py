@@ -27,7 +27,7 @@ from audit.chain import canonical_timestamp
 from audit.services import record_system_event
 
 from .models import CaseEvent
-from .pii import event_data
+from .pii import device_label, event_data
 from .timeline import find_case_chain_break
 
 FORMATS = ("csv", "jsonl", "xlsx")
@@ -133,7 +133,7 @@ def _row(values: tuple, *, pii: bool) -> dict[str, Any]:
         "state_after": source["state_after"],
         "data": event_data(source["data"], pii=pii),
         "ip_address": ip_address,
-        "device_id": source["device_id"],
+        "device_id": device_label(source["device_id"], pii=pii),
         "prev_hash": source["prev_hash"],
         "hash": source["hash"],
     }
@@ -292,7 +292,7 @@ _COPY_COLUMNS = ", ".join(
                 "e.state_after",
                 "{data}::text",
                 "{ip_address}",
-                "e.device_id",
+                "{device_id}",
                 "e.prev_hash",
                 "e.hash",
             ),
@@ -380,6 +380,30 @@ _FROM = """
 """
 
 
+# A device id's keyed hash (``activation.pii.device_label``) needs an HMAC, which PostgreSQL has
+# only with pgcrypto: the hashes are made in Python, once per device, into a temporary table.
+_DEVICE_TABLE = "pg_temp.export_device_label"
+_MASKED_DEVICE_ID = "coalesce(d.label, '')"
+_DEVICE_JOIN = f" LEFT JOIN {_DEVICE_TABLE} d ON d.device_id = e.device_id"
+
+
+def _fill_device_labels(cursor, where: str, params: list[Any]) -> None:
+    """Put the shown label of every device id the export holds into ``_DEVICE_TABLE``."""
+    # Dropped with the transaction; dropped here too for a second export in one transaction.
+    cursor.execute(f"DROP TABLE IF EXISTS {_DEVICE_TABLE}")
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE {_DEVICE_TABLE} (device_id text PRIMARY KEY, label text NOT NULL)"
+        " ON COMMIT DROP"
+    )
+    cursor.execute(
+        f"SELECT DISTINCT e.device_id {_FROM} WHERE {where} AND e.device_id <> ''", params
+    )
+    devices = [device_id for (device_id,) in cursor.fetchall()]
+    with cursor.cursor.copy(f"COPY {_DEVICE_TABLE} (device_id, label) FROM STDIN") as copy:
+        for device_id in devices:
+            copy.write_row((device_id, device_label(device_id, pii=False)))
+
+
 def _copy_csv(filters: ExportFilters, *, pii: bool, manifest: Manifest) -> Iterator[bytes]:
     where, params = _export_where(filters)
     columns = _COPY_COLUMNS.format(
@@ -388,6 +412,7 @@ def _copy_csv(filters: ExportFilters, *, pii: bool, manifest: Manifest) -> Itera
         actor=_ACTOR if pii else _MASKED_ACTOR,
         ip_address=_IP_ADDRESS if pii else _MASKED_IP_ADDRESS,
         data="e.data" if pii else f"({_MASKED_DATA})",
+        device_id="e.device_id" if pii else _MASKED_DEVICE_ID,
     )
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
@@ -402,8 +427,12 @@ def _copy_csv(filters: ExportFilters, *, pii: bool, manifest: Manifest) -> Itera
         for case_id, seq, digest, rows in cursor.fetchall():
             manifest.chain_heads[str(case_id)] = {"seq": seq, "hash": digest}
             manifest.rows = rows
+        joins = _FROM
+        if not pii:
+            _fill_device_labels(cursor, where, params)
+            joins += _DEVICE_JOIN
         yield (",".join(COLUMNS) + "\r\n").encode()
-        query = f"COPY (SELECT {columns} {_FROM} WHERE {where} ORDER BY e.case_id, e.seq) "
+        query = f"COPY (SELECT {columns} {joins} WHERE {where} ORDER BY e.case_id, e.seq) "
         with cursor.cursor.copy(query + "TO STDOUT WITH (FORMAT csv)", params) as copy:
             for block in copy:
                 yield bytes(block)

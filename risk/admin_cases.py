@@ -35,6 +35,9 @@ LIST_FORMS = {
     "approve": DecideEntryForm,
     "reject": DecideEntryForm,
     "remove": DecideEntryForm,
+    "propose_removal": DecideEntryForm,
+    "approve_removal": DecideEntryForm,
+    "reject_removal": DecideEntryForm,
 }
 # The forms that keep their own prefix on the page (so their fields' ids differ).
 FORM_PREFIXES = {"propose": "block", "add_range": "range"}
@@ -55,13 +58,22 @@ def _run_list_action(request: HttpRequest, action: str, data: dict) -> str:
     if action == "reject":
         list_services.reject_entry(**common, entry_id=data["entry"])
         return _("The proposal was rejected.")
+    if action == "propose_removal":
+        list_services.propose_removal(**common, entry_id=data["entry"])
+        return _("Lifting proposed: the block applies until another person approves.")
+    if action == "approve_removal":
+        list_services.approve_removal(**common, entry_id=data["entry"])
+        return _("The block is lifted: it no longer applies from the next request.")
+    if action == "reject_removal":
+        list_services.reject_removal(**common, entry_id=data["entry"])
+        return _("The block stays: lifting it was turned down.")
     entry = list_services.remove_entry(**common, entry_id=data["entry"])
     return _("%(entry)s is removed from the list.") % {"entry": entry.get_kind_display()}
 
 
 @require_http_methods(["GET", "POST"])
 def risk_lists(request: HttpRequest) -> HttpResponse:
-    """Blocked devices and numbers (four eyes) and network ranges (at once), with their history."""
+    """Blocked devices and numbers (four eyes to add or lift) and network ranges (at once)."""
     user = request.user
     if not can(user, "view_risk"):
         raise PermissionDenied

@@ -46,7 +46,7 @@ def parse_posted_facts(raw: str) -> tuple[dict[str, str], bool]:
         return {}, True
     try:
         posted = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting overflows the parser's stack
         return {}, True
     if not isinstance(posted, dict):
         return {}, True
@@ -69,6 +69,8 @@ class ClientFacts:
     device_key: str = ""
     # "valid" (our signed cookie came back), "new" (none sent) or "tampered" (a bad signature).
     device_cookie: str = "new"
+    # Seconds since the device id was issued (0 for one issued by this very request).
+    device_cookie_age: float = 0.0
     user_agent: str = ""
     accept_language: str = ""
     hints: dict[str, str] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class ClientFacts:
             ip_address=client_ip(request),
             device_key=getattr(request, "device_id", ""),
             device_cookie=getattr(request, "device_cookie", "new"),
+            device_cookie_age=getattr(request, "device_cookie_age", 0.0) or 0.0,
             user_agent=_printable(request.headers.get("User-Agent", "")),
             accept_language=_printable(request.headers.get("Accept-Language", ""), 128),
             hints=hints,

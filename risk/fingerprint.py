@@ -5,6 +5,7 @@ collides for identical phones, so devices are compared attribute by attribute in
 browser and operating system families must agree, and enough of the rest must match.
 """
 
+import hashlib
 from functools import lru_cache
 
 import ua_parser
@@ -68,21 +69,35 @@ def attributes(facts: ClientFacts) -> dict[str, str]:
     return {name: value[:64] for name, value in found.items() if value}
 
 
+# The least total weight of the known device's attributes that a comparison must cover.
+MIN_WEIGHT = 12
+# What makes up a device's look: no versions (a ring's phone updates too), nothing from the
+# network; only with the script's facts, since headers alone are the same on every such phone.
+LOOK = ("browser", "os", "device", "model", "platform", "language", "screen", "dpr", "tz", "touch")
+
+
 def similarity(seen: dict[str, str], known: dict[str, str]) -> float:
     """How alike two devices' attributes are, 0 to 1; 0 when browser or system differ.
 
-    Only attributes both sides have are compared, and the script's facts must be among them, so
-    two phones of one model with the same headers never count as the same device.
+    Everything the known device showed is compared: an attribute missing now counts as a
+    mismatch (so leaving out what one cannot copy does not help). The script's facts must be
+    on both sides, so two phones of one model with the same headers never count as one device.
     """
     if not all(seen.get(name) and seen.get(name) == known.get(name) for name in REQUIRED):
         return 0.0
     if not all(name in seen and name in known for name in FROM_THE_DEVICE):
         return 0.0
-    compared = [
-        name for name, weight in WEIGHTS.items() if weight and name in seen and name in known
-    ]
+    compared = [name for name, weight in WEIGHTS.items() if weight and name in known]
     total = sum(WEIGHTS[name] for name in compared)
-    if total < 8:
+    if total < MIN_WEIGHT:
         return 0.0
-    matched = sum(WEIGHTS[name] for name in compared if seen[name] == known[name])
+    matched = sum(WEIGHTS[name] for name in compared if seen.get(name) == known[name])
     return matched / total
+
+
+def look(attributes: dict[str, str]) -> str:
+    """A hash of the device's look, or "" without the script's facts (see ``LOOK``)."""
+    if not all(name in attributes for name in FROM_THE_DEVICE):
+        return ""
+    text = "|".join(f"{name}={attributes.get(name, '')}" for name in LOOK)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

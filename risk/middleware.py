@@ -1,6 +1,7 @@
 """The first-party device id: a long-lived, signed, HttpOnly cookie."""
 
 import secrets
+import time
 from collections.abc import Callable
 
 from django.core import signing
@@ -11,43 +12,49 @@ DEVICE_COOKIE_SALT = "risk.device"
 DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
 
 
-def read_device_cookie(request: HttpRequest) -> tuple[str, str]:
-    """``(device key, state)``: state is "valid", "new" (no cookie) or "tampered"."""
-    raw = request.COOKIES.get(DEVICE_COOKIE)
-    if raw is None:
-        return "", "new"
+def read_device_cookie(request: HttpRequest) -> tuple[str, str, float | None]:
+    """``(device key, state, age in seconds)``: state is "valid", "new" or "tampered".
+
+    The cookie holds the id and when it was issued ("<32 hex>.<unix time>"), signed.
+    """
+    if DEVICE_COOKIE not in request.COOKIES:
+        return "", "new", None
     try:
-        key = request.get_signed_cookie(
+        value = request.get_signed_cookie(
             DEVICE_COOKIE, salt=DEVICE_COOKIE_SALT, max_age=DEVICE_COOKIE_MAX_AGE
         )
+        key, issued = value.split(".")
+        age = time.time() - int(issued)
     except (signing.BadSignature, ValueError):
-        return "", "tampered"
+        return "", "tampered", None
     if not (key.isascii() and key.isalnum() and len(key) == 32):
-        return "", "tampered"
-    return key, "valid"
+        return "", "tampered", None
+    return key, "valid", max(age, 0.0)
 
 
 class DeviceMiddleware:
     """Give each browser a random device id it cannot forge; a tampered one is replaced.
 
     ``request.device_id`` is the id (recorded on the timeline, read by the risk checkpoint);
-    ``request.device_cookie`` says whether it came back signed, was new, or was tampered with.
+    ``request.device_cookie`` says whether it came back signed, was new, or was tampered with;
+    ``request.device_cookie_age`` is how long ago the id was issued, in seconds.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        key, state = read_device_cookie(request)
+        key, state, age = read_device_cookie(request)
         if state != "valid":
-            key = secrets.token_hex(16)
+            key, age = secrets.token_hex(16), 0.0
         request.device_id = key
         request.device_cookie = state
+        request.device_cookie_age = age
         response = self.get_response(request)
         if state != "valid":
             response.set_signed_cookie(
                 DEVICE_COOKIE,
-                key,
+                f"{key}.{int(time.time())}",
                 salt=DEVICE_COOKIE_SALT,
                 max_age=DEVICE_COOKIE_MAX_AGE,
                 httponly=True,

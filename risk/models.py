@@ -163,6 +163,9 @@ class Evaluation(models.Model):
     )
     device = models.ForeignKey(Device, on_delete=models.SET_NULL, null=True, related_name="+")
     ip_prefix = models.CharField(max_length=64, blank=True)
+    # A hash of the device's look (model, browser, system, screen, time zone, …): one phone that
+    # drops its cookie between accounts still looks the same (see risk.fingerprint.look).
+    look = models.CharField(max_length=32, blank=True)
     channel = models.CharField(max_length=16, blank=True)
     # The code's result at a submit ("ok", "code_invalid" …), for the failed-code counters.
     code_result = models.CharField(max_length=32, blank=True)
@@ -187,6 +190,7 @@ class Evaluation(models.Model):
         indexes = [
             models.Index(fields=["device", "created_at"]),
             models.Index(fields=["ip_prefix", "created_at"]),
+            models.Index(fields=["look", "created_at"]),
             models.Index(fields=["customer", "created_at"]),
             models.Index(fields=["case", "created_at"]),
         ]
@@ -276,6 +280,17 @@ class ListEntry(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Lifting a block takes two people too: one proposes it (the block keeps applying), another
+    # carries it out.
+    removal_proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    removal_proposed_at = models.DateTimeField(null=True, blank=True)
+    removal_reason = models.CharField(_("reason for lifting"), max_length=500, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("list entry")

@@ -24,7 +24,12 @@ HINTS = {
     "default": _("We need to make sure it is really you."),
 }
 
-KEYS = {"device": _("this device"), "prefix": _("this network"), "phone": _("this phone number")}
+KEYS = {
+    "device": _("this device"),
+    "prefix": _("this network"),
+    "phone": _("this phone number"),
+    "look": _("new devices that look like this one on this network"),
+}
 COUNTERS = {"requested": _("Codes requested"), "failed": _("Wrong codes")}
 
 
@@ -132,7 +137,7 @@ KINDS: dict[str, Kind] = {
             _("Customers on %(key)s in 24 hours: more than %(more_than)s."),
             "velocity",
             (
-                Param("key", "choice", _("counted per"), choices=("device", "prefix")),
+                Param("key", "choice", _("counted per"), choices=("device", "prefix", "look")),
                 Param("more_than", "int", _("more than"), 1, 100_000),
             ),
             lambda s, p: s.velocity[f"{p['key']}_customers"] > p["more_than"],
@@ -186,6 +191,13 @@ KINDS: dict[str, Kind] = {
         ),
     ]
 }
+
+
+def is_network_rule(kind_code: str, params: dict[str, Any]) -> bool:
+    """Whether a rule reads only the network: a network kind, or a crowd or velocity counted
+    per address prefix. Such rules alone never change a decision (see ``decide``)."""
+    kind = KINDS.get(kind_code)
+    return kind is not None and (kind.network_only or params.get("key") == "prefix")
 
 
 def _check_param(param: Param, value: Any) -> Any:

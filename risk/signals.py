@@ -19,6 +19,8 @@ from .network import NetworkFacts, network_facts
 
 # A customer's known devices compared by fingerprint, newest first.
 KNOWN_DEVICES_COMPARED = 20
+# A device id younger than this counts as fresh: its look is counted (see ``Signals.look``).
+FRESH_DEVICE_SECONDS = 3600
 
 
 def pseudonym(value: str) -> str:
@@ -111,6 +113,16 @@ class Signals:
         """Not recognised, while the customer has proved themselves on other devices before."""
         return self.has_verified_devices and not self.device_recognised
 
+    @cached_property
+    def look(self) -> str:
+        """The device's look when its id is fresh (new, tampered, or under an hour old): what a
+        phone that drops its cookie between accounts keeps showing. "" otherwise."""
+        fresh = (
+            self.facts.device_cookie != "valid"
+            or self.facts.device_cookie_age < FRESH_DEVICE_SECONDS
+        )
+        return fingerprint.look(self.attributes) if fresh else ""
+
     # --- network ----------------------------------------------------------------------------
     @cached_property
     def network(self) -> NetworkFacts:
@@ -191,6 +203,18 @@ class Signals:
             "prefix": ("ip_prefix", self.network.prefix or None),
         }
         columns, params = [], []
+        # Fresh devices of one look on this network: one phone dropping its cookie per account.
+        # Other ids only: a phone that keeps its cookie is counted by the device's crowd.
+        columns.append(
+            "COUNT(DISTINCT customer_id) FILTER (WHERE look = %s AND ip_prefix = %s"
+            " AND customer_id <> %s AND (device_id IS NULL OR device_id <> %s))"
+        )
+        params += [
+            self.look or None,
+            self.network.prefix or None,
+            self.customer.pk,
+            self.facts.device_key or "",
+        ]
         for key, (column, value) in keys.items():
             columns.append(
                 f"COUNT(*) FILTER (WHERE {column} = %s AND created_at >= %s"
@@ -215,19 +239,21 @@ class Signals:
             " WHERE (customer_id = %s AND created_at >= %s)"
             " OR (device_id = %s AND created_at >= %s)"
             " OR (ip_prefix = %s AND created_at >= %s)"
+            " OR (look = %s AND created_at >= %s)"
         )
         for _column, value in keys.values():
             params += [value, day]
+        params += [self.look or None, day]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-        names = []
+        names = ["look_customers"]
         for key in keys:
             names += [f"{key}_requested", f"{key}_failed"]
             if key != "phone":
                 names.append(f"{key}_customers")
         result = {name: int(value or 0) for name, value in zip(names, row, strict=True)}
-        for key in ("device", "prefix"):
+        for key in ("device", "prefix", "look"):
             result[f"{key}_customers"] += 1  # this customer
         return result
 

@@ -86,11 +86,26 @@ def _locked_device(user: User, *, confirmed: bool) -> TOTPDevice | None:
 
 
 def _start(user: User) -> TOTPDevice:
-    # An unconfirmed device verifies nothing anywhere, so creating one needs no proof.
-    device = _locked_device(user, confirmed=False)
-    if device is None:
-        device = TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
-    return device
+    """Return the app being set up: the one started moments ago (a reload), else a fresh key.
+
+    An unconfirmed device verifies nothing anywhere, so creating one needs no proof. One left
+    pending for longer is dropped: its key may have been shown to someone long gone, such as
+    whoever had the password before it was reset.
+    """
+    now = timezone.now()
+    pending = list(
+        TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk")
+    )
+    recent = [
+        device
+        for device in pending
+        if device.created_at is not None and device.created_at > now - enrolment.KEY_HOLD
+    ]
+    if recent:
+        return recent[-1]
+    if pending:
+        TOTPDevice.objects.filter(pk__in=[device.pk for device in pending]).delete()
+    return TOTPDevice.objects.create(user=user, name=_("Authenticator app"), confirmed=False)
 
 
 def _new_code_matches(device: TOTPDevice | None, code: str) -> bool:
@@ -98,12 +113,18 @@ def _new_code_matches(device: TOTPDevice | None, code: str) -> bool:
 
 
 def _confirm(pending: TOTPDevice) -> bool:
-    """Make ``pending`` the user's only app; return whether it replaced one."""
+    """Make ``pending`` the user's only app; return whether it replaced one.
+
+    The app dates from now, when it became a factor: the checkpoint trusts only apps the
+    customer has had for a while (``risk.services.checkpoint.established_strong_channels``),
+    and a key started long ago but confirmed minutes ago is no such app.
+    """
     replaced, _by_model = TOTPDevice.objects.filter(
         user_id=pending.user_id, confirmed=True
     ).delete()
     pending.confirmed = True
-    pending.save(update_fields=["confirmed"])
+    pending.created_at = timezone.now()
+    pending.save(update_fields=["confirmed", "created_at"])
     return bool(replaced)
 
 
@@ -132,7 +153,7 @@ def _proof_holds(user: User, proof_channel: str, proof_code: str) -> bool:
 
 @transaction.atomic
 def start_totp_enrollment(*, user: User) -> TOTPDevice:
-    """Return the customer's unconfirmed authenticator device, creating one with a fresh secret."""
+    """Return the customer's unconfirmed authenticator device (see ``_start``)."""
     _require_customer(user)
     return _start(user)
 

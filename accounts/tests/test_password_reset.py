@@ -1,7 +1,13 @@
-import pytest
+import base64
 
+import pyotp
+import pytest
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from audit.models import SystemEvent
 from tests.factories import PASSWORD, StaffFactory
 from tests.fixtures import last_sms_code
+from verification import factors
 from verification.sms import LocmemBackend
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +118,37 @@ def test_a_password_reset_code_cannot_activate_a_credit_line(
     assert result == CheckResult.INVALID
     case.refresh_from_db()
     assert case.state == CaseState.PENDING_VERIFICATION
+
+
+def test_a_password_reset_drops_an_app_still_being_set_up_but_keeps_the_confirmed_one(
+    client, customer, django_capture_on_commit_callbacks
+):
+    """Whoever had the old password may have started that app and kept its key."""
+    confirmed = TOTPDevice.objects.create(user=customer, name="Authenticator", confirmed=True)
+    pending = factors.start_totp_enrollment(user=customer)
+    pending_key = pending.bin_key
+    _response, callbacks = ask_for_reset(
+        client, str(customer.phone_number), django_capture_on_commit_callbacks
+    )
+    run(callbacks)
+    client.post(
+        "/accounts/password-reset/confirm/",
+        {"code": last_sms_code(str(customer.phone_number)), **NEW_PASSWORD},
+    )
+
+    assert list(TOTPDevice.objects.filter(user=customer)) == [confirmed]
+    # The old key's code (with a proof that would hold) sets up nothing.
+    customer.refresh_from_db()
+    client.force_login(customer)
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(base64.b32encode(pending_key).decode()).now(),
+            "proof_channel": "totp",
+            "proof_code": pyotp.TOTP(base64.b32encode(confirmed.bin_key).decode()).now(),
+        },
+    )
+    assert response.status_code == 200
+    assert list(TOTPDevice.objects.filter(user=customer)) == [confirmed]
+    assert not SystemEvent.objects.filter(kind__startswith="factor.").exists()

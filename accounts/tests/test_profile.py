@@ -214,3 +214,48 @@ def test_the_profile_masks_destinations(client, customer):
     assert "z***@example.com" in page.text
     assert str(customer.phone_number) not in page.text
     assert "zhang.wei@" not in page.text
+
+
+def test_starting_again_soon_shows_the_same_key_and_later_makes_a_fresh_one(client, customer):
+    """A key left pending for long may have been seen by someone else: it is not handed on."""
+    client.force_login(customer)
+    first = start_app(client)
+    with later(10 * 60):
+        assert start_app(client) == first  # a second press moments later changes nothing
+    with later(16 * 60):
+        fresh = start_app(client)
+    assert fresh != first
+    assert TOTPDevice.objects.filter(user=customer).count() == 1
+
+    # The old key's code no longer confirms anything.
+    client.post("/accounts/profile/", {"action": "send_code"})
+    response = client.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(first).now(),
+            "proof_channel": "sms",
+            "proof_code": last_sms_code(str(customer.phone_number)),
+        },
+    )
+    assert "That code is not right." in response.text
+    assert not TOTPDevice.objects.filter(user=customer, confirmed=True).exists()
+    assert not SystemEvent.objects.exists()
+
+
+def test_a_confirmed_app_dates_from_its_confirmation_not_from_its_start(client, customer):
+    client.force_login(customer)
+    with time_machine.travel(timezone.now() - timedelta(days=10)):
+        secret = start_app(client)
+    client.post("/accounts/profile/", {"action": "send_code"})
+    client.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(secret).now(),
+            "proof_channel": "sms",
+            "proof_code": last_sms_code(str(customer.phone_number)),
+        },
+    )
+    app = TOTPDevice.objects.get(user=customer, confirmed=True)
+    assert app.created_at > timezone.now() - timedelta(minutes=1)

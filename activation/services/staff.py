@@ -132,12 +132,18 @@ def _customer_verified(case: ActivationCase) -> bool:
 def resubmit_case(
     *, case_id: int, staff: User, reason: str, context: RequestContext = SYSTEM_CONTEXT
 ) -> CoreRequest:
-    """Send a case the customer already verified to the core again."""
+    """Send a case the customer already verified (and the checkpoint did not hold) to the core."""
     _require(staff, "work_case")
     reason = _require_reason(reason)
     case = lock_case(case_id)
     if case.state != S.NEEDS_REVIEW:
         raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
+    # The checkpoint held the case although the code was right (a new phone, a changed number):
+    # that code vouches for nothing, and one agent resending the case would undo the hold.
+    if case.failure_reason == FailureReason.RISK_REVIEW:
+        raise OverrideNotAllowed(
+            _("The risk checkpoint held this case: resubmitting needs a supervisor's approval.")
+        )
     if not _customer_verified(case):
         raise OverrideNotAllowed(
             _("The customer never verified this case: resubmitting needs a supervisor's approval.")

@@ -1,12 +1,30 @@
 import base64
+import uuid
 
 import pyotp
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from activation.models import ActorType, CaseState, FailureReason
+from activation.models import (
+    ActorType,
+    CaseEvent,
+    CaseState,
+    CoreRequest,
+    FailureReason,
+    OverrideRequest,
+)
 from activation.transitions import transition
+from risk.signals import pseudonym
+from risk.tests.conftest import (
+    IPHONE_FACTS,
+    IPHONE_UA,
+    OFFICE_ADDRESS,
+    PIXEL_FACTS,
+    established_customer,
+    make_phone,
+)
 from tests.factories import PASSWORD, StaffFactory, UserFactory, open_failed_case, open_review_case
+from tests.fixtures import last_sms_code
 
 pytestmark = pytest.mark.django_db
 
@@ -327,3 +345,93 @@ def test_with_view_pii_the_case_page_shows_the_customer_whole(
     assert "zhang.wei.1988" in text
     assert "10.1.2.3" in text
     assert "2001:db8:85a3::8a2e:370:7334" in text
+
+
+def case_device_id(case) -> str:
+    """The device id the customer's phone carried, as the timeline records it."""
+    device_ids = set(
+        CaseEvent.objects.filter(case=case)
+        .exclude(device_id="")
+        .values_list("device_id", flat=True)
+    )
+    assert len(device_ids) == 1, "the customer used one phone"
+    return device_ids.pop()
+
+
+@pytest.mark.parametrize("role", ["agent", "auditor", "supervisor"])
+def test_without_view_pii_the_timeline_shows_the_device_by_the_risk_panels_hash(
+    client, case_worked_from_two_addresses, role, request
+):
+    case = case_worked_from_two_addresses
+    device_id = case_device_id(case)
+    staff = request.getfixturevalue(role)
+    sign_in(client, staff, current_code(staff))
+    text = staff_pages(client, case)
+    assert device_id not in text
+    assert f"#{pseudonym(device_id)}" in text
+
+
+def test_with_view_pii_the_timeline_shows_the_device_id(
+    client, case_worked_from_two_addresses, agent
+):
+    from django.contrib.auth.models import Permission
+
+    agent.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    sign_in(client, agent, current_code(agent))
+    assert case_device_id(case_worked_from_two_addresses) in staff_pages(
+        client, case_worked_from_two_addresses
+    )
+
+
+def test_a_case_the_checkpoint_held_after_a_right_code_is_resubmitted_only_with_four_eyes(
+    client, agent, supervisor
+):
+    """The SMS code was right but came from a phone the customer never used (whoever talked
+    them out of it): the checkpoint held the case, and one agent alone cannot send it on."""
+    customer = established_customer()
+    own_phone = make_phone(facts=PIXEL_FACTS)
+    own_phone.sign_in(customer)
+    earlier = open_failed_case(customer)
+    own_phone.send(earlier)
+    own_phone.verify(earlier, last_sms_code(str(customer.phone_number)))  # a phone they use
+
+    case = open_failed_case(customer)
+    own_phone.send(case)
+    other_phone = make_phone(user_agent=IPHONE_UA, facts=IPHONE_FACTS, address=OFFICE_ADDRESS)
+    other_phone.sign_in(customer)
+    other_phone.post(
+        f"/activation/{case.pk}/retry/",
+        {
+            "action": "verify",
+            "code": last_sms_code(str(customer.phone_number)),
+            "submission_id": str(uuid.uuid4()),
+        },
+    )
+    case.refresh_from_db()
+    assert (case.state, case.failure_reason) == (CaseState.NEEDS_REVIEW, FailureReason.RISK_REVIEW)
+    assert CaseEvent.objects.filter(case=case, kind="verification.succeeded").exists()
+
+    sign_in(client, agent, current_code(agent))
+    response = client.post(
+        f"{QUEUE}{case.pk}/act/resubmit/", {"reason": "The code was right."}, follow=True
+    )
+    assert "The risk checkpoint held this case" in response.text
+    case.refresh_from_db()
+    assert case.state == CaseState.NEEDS_REVIEW
+    assert not CoreRequest.objects.filter(case=case).exists()
+
+    client.post(
+        f"{QUEUE}{case.pk}/act/request_override/",
+        {"kind": OverrideRequest.Kind.RESUBMIT_UNVERIFIED, "reason": "Customer came to a branch."},
+    )
+    override = OverrideRequest.objects.get(case=case)
+    client.logout()
+    sign_in(client, supervisor, current_code(supervisor))
+    client.post(
+        f"{QUEUE}{case.pk}/act/approve_override/",
+        {"override_id": override.pk, "reason": "Saw the ID check."},
+    )
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    request = CoreRequest.objects.get(case=case)
+    assert request.payload["verification"]["method"] == "staff_override"

@@ -524,3 +524,56 @@ def test_with_view_pii_the_addresses_in_an_events_data_are_exported_whole(
     assert _address_changes(csv_rows(content)) == [
         {"from": "10.1.2.3", "to": "2001:db8:85a3::8a2e:370:7334"}
     ]
+
+
+DEVICE_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def device_events(customer):
+    """Two events from the customer's phone (the same device id), and one from no device."""
+    from activation import services
+    from activation.timeline import RequestContext
+
+    case = open_failed_case(customer)
+    phone = RequestContext(ip_address="203.0.113.7", device_id=DEVICE_ID)
+    services.start_verification(case_id=case.pk, customer=customer, context=phone)
+    append_case_event(
+        case, kind="note.added", actor_type=ActorType.CUSTOMER, actor=customer, context=phone
+    )
+    return case
+
+
+def _device_ids(rows) -> set[str]:
+    return {row["device_id"] for row in rows}
+
+
+def test_a_masked_csv_shows_each_device_by_the_risk_panels_hash(
+    device_events, csv_path, auditor_client, tmp_path
+):
+    from risk.signals import pseudonym
+
+    content = export_through_the_view(auditor_client, tmp_path, "csv")
+    assert _device_ids(csv_rows(content)) == {"", f"#{pseudonym(DEVICE_ID)}"}
+    assert DEVICE_ID not in content.decode()
+
+
+def test_masked_json_lines_show_each_device_by_the_risk_panels_hash(
+    device_events, auditor_client, tmp_path
+):
+    from risk.signals import pseudonym
+
+    content = export_through_the_view(auditor_client, tmp_path, "jsonl")
+    rows = [json.loads(line) for line in content.decode().splitlines()]
+    assert _device_ids(rows) == {"", f"#{pseudonym(DEVICE_ID)}"}
+    assert DEVICE_ID not in content.decode()
+
+
+def test_with_view_pii_the_device_id_is_exported_whole(
+    device_events, csv_path, auditor_client, auditor, tmp_path
+):
+    from django.contrib.auth.models import Permission
+
+    auditor.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    rows = csv_rows(export_through_the_view(auditor_client, tmp_path, "csv"))
+    assert _device_ids(rows) == {"", DEVICE_ID}

@@ -9,7 +9,7 @@ from activation.migrations_helpers import roles_creator
 DEFAULT_RULES = [
     ("new_device", {}, 40),
     ("phone_changed_new_device", {"days": 14}, 40),
-    ("password_reset_new_device", {"days": 3}, 20),
+    ("password_reset_new_device", {"days": 3}, 40),
     ("network_listed", {"labels": ["hosting", "proxy", "vpn"]}, 15),
     ("address_changed", {}, 10),
     # A second customer on one device adds a little; with a week-old account, a step-up. Three
@@ -19,6 +19,10 @@ DEFAULT_RULES = [
     ("many_customers", {"key": "device", "more_than": 3}, 40),
     ("many_customers", {"key": "device", "more_than": 4}, 90),
     ("many_customers", {"key": "prefix", "more_than": 15}, 20),
+    # A ring's phone that drops its cookie between accounts: fresh ids of one look on one network.
+    ("many_customers", {"key": "look", "more_than": 1}, 25),
+    ("many_customers", {"key": "look", "more_than": 3}, 40),
+    ("many_customers", {"key": "look", "more_than": 4}, 90),
     ("code_velocity", {"counter": "requested", "key": "device", "more_than": 6}, 30),
     # One customer's own wrong codes are the lock-outs' business (3 codes × 5 tries, then
     # staff); these catch guessing spread over many accounts from one device or network.

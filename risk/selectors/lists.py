@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.db.models.functions import Coalesce
 
 from accounts.masking import mask_phone_number
 
@@ -46,10 +47,21 @@ class EntryRow:
     decided_by_id: int | None
     created_at: datetime
     decided_at: datetime | None
+    # Lifting a block: who proposed it (it waits for a second person) and who carried it out.
+    removal_proposed_by: str
+    removal_proposed_by_id: int | None
+    removal_proposed_at: datetime | None
+    removal_reason: str
+    removed_by: str
+    removed_at: datetime | None
+
+
+def _username(user) -> str:
+    return user.get_username() if user else ""
 
 
 def entry_rows(entries: QuerySet[ListEntry], *, pii: bool) -> list[EntryRow]:
-    """``entries`` as shown; the queryset must select ``proposed_by`` and ``decided_by``."""
+    """``entries`` as shown; the queryset must select the people (see ``list_entries``)."""
     return [
         EntryRow(
             pk=entry.pk,
@@ -63,17 +75,25 @@ def entry_rows(entries: QuerySet[ListEntry], *, pii: bool) -> list[EntryRow]:
             case_id=entry.case_id,
             proposed_by=entry.proposed_by.get_username(),
             proposed_by_id=entry.proposed_by_id,
-            decided_by=entry.decided_by.get_username() if entry.decided_by else "",
+            decided_by=_username(entry.decided_by),
             decided_by_id=entry.decided_by_id,
             created_at=entry.created_at,
             decided_at=entry.decided_at,
+            removal_proposed_by=_username(entry.removal_proposed_by),
+            removal_proposed_by_id=entry.removal_proposed_by_id,
+            removal_proposed_at=entry.removal_proposed_at,
+            removal_reason=entry.removal_reason,
+            removed_by=_username(entry.removed_by),
+            removed_at=entry.removed_at,
         )
         for entry in entries
     ]
 
 
 def list_entries() -> QuerySet[ListEntry]:
-    return ListEntry.objects.select_related("proposed_by", "decided_by")
+    return ListEntry.objects.select_related(
+        "proposed_by", "decided_by", "removal_proposed_by", "removed_by"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,7 @@ class Section:
 @dataclass(frozen=True)
 class ListsPage:
     proposals: Section  # blocks waiting for a second person
-    blocks: Section  # active blocked devices and numbers
+    blocks: Section  # active blocked devices and numbers (some perhaps proposed for lifting)
     ranges: Section  # active network ranges
     history: Section  # recently rejected or removed entries
 
@@ -121,9 +141,9 @@ def lists_page(*, pii: bool) -> ListsPage:
             pii=pii,
         ),
         history=_section(
-            entries.filter(
-                status__in=[ListEntry.Status.REJECTED, ListEntry.Status.REMOVED]
-            ).order_by("-decided_at", "-pk"),
+            entries.filter(status__in=[ListEntry.Status.REJECTED, ListEntry.Status.REMOVED])
+            .annotate(closed_at=Coalesce("removed_at", "decided_at"))
+            .order_by(F("closed_at").desc(nulls_last=True), "-pk"),
             HISTORY_ROWS,
             pii=pii,
         ),

@@ -27,7 +27,7 @@ from ..models import (
     RuleSetVersion,
     strongest,
 )
-from ..rules import HINTS, KINDS, clean_params, reason
+from ..rules import HINTS, KINDS, clean_params, is_network_rule, reason
 from ..signals import Signals
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ RISK_LEVELS = {
     Decision.REVIEW: "high",
     Decision.BLOCK: "high",
 }
+VOUCH_LASTS = timedelta(hours=24)
 # A device's "last seen" is kept to within this much, which spares two writes per evaluation.
 LAST_SEEN_PRECISION = timedelta(minutes=5)
 FAILED_RESULTS = frozenset({"code_invalid", "too_many_attempts", "code_expired"})
@@ -75,6 +76,8 @@ class Assessment:
     signals: dict[str, Any] = field(default_factory=dict)
     # The customer already proved themselves on this very device (by its cookie).
     device_trusted: bool = False
+    # Staff vouched for the case: it passes, but the device does not become trusted by it.
+    vouched: bool = False
 
     @property
     def risk_level(self) -> str:
@@ -155,6 +158,11 @@ def _run(version: _Version, signals: Signals) -> tuple[RuleSetRun, list[tuple[in
         decision = Decision.STEP_UP
     else:
         decision = Decision.ALLOW
+    if all(is_network_rule(item["kind"], item["params"]) for item in fired):
+        # Where someone connects from (a VPN, a new address, a busy or noisy network) never
+        # asks anyone for more on its own: a crowd on a carrier's network, or an attacker's
+        # wrong codes from it, must not hold the honest people behind it.
+        decision = Decision.ALLOW
     return RuleSetRun(version.number, total, decision, tuple(fired)), hits
 
 
@@ -173,8 +181,14 @@ def _blocked_by(customer: User, facts: ClientFacts) -> str:
 
 
 def _vouched_for(case_id: int | None) -> bool:
+    """Staff found this case legitimate within the last ``VOUCH_LASTS``: for that long the same
+    picture does not hold it again (long enough for the customer to finish, no longer)."""
     return case_id is not None and (
-        CaseOutcome.objects.filter(case_id=case_id, outcome=CaseOutcome.Outcome.LEGITIMATE).exists()
+        CaseOutcome.objects.filter(
+            case_id=case_id,
+            outcome=CaseOutcome.Outcome.LEGITIMATE,
+            recorded_at__gte=timezone.now() - VOUCH_LASTS,
+        ).exists()
     )
 
 
@@ -249,6 +263,7 @@ def evaluate(
         case_id=case_id,
         device_id=facts.device_key or None,
         ip_prefix=signals.network.prefix,
+        look=signals.look,
         channel=channel,
         code_result=code_result,
         code_failed=code_result in FAILED_RESULTS,
@@ -278,6 +293,7 @@ def evaluate(
         blocked_by=blocked_by,
         signals=recorded,
         device_trusted=signals.device_trusted,
+        vouched=vouched,
     )
 
 

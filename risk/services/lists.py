@@ -2,11 +2,13 @@
 
 A block makes the checkpoint refuse a device or a number outright (``checkpoint._blocked_by``),
 so it takes two people: one proposes it, another with ``manage_risk_lists`` approves it. Lifting
-an active block needs someone other than the person who approved it, so the one who made a block
-take effect cannot also quietly undo it (a two-step removal would need its own columns).
+it takes two as well: one proposes the lifting, and the block keeps applying (it stays active)
+until another person with the right carries it out; otherwise one insider could free a
+confirmed-fraud device for an accomplice.
 
 A network range only adds score (a VPN alone never stops anyone), so ranges change at once, by
-one person. Every change is on the system audit trail with who, what and why.
+one person; but a range wider than a /16 (IPv4) or a /32 (IPv6) would add score for a whole
+carrier, so it is refused. Every change is on the system audit trail with who, what and why.
 """
 
 import ipaddress
@@ -33,9 +35,9 @@ BLOCK_KINDS = (ListEntry.Kind.DEVICE, ListEntry.Kind.PHONE)
 DEVICE_KEY = re.compile(r"[0-9a-f]{32}")
 # How a dual-stack socket writes IPv4 clients; the checkpoint compares them as IPv4.
 IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-# A staff range wider than this is a typing mistake, not a VPN provider: /7 holds 33 million
-# IPv4 addresses, and whole regions would score as VPN users.
-WIDEST_PREFIX = {4: 8, 6: 16}
+# One person adds a range, so it stays narrow: a /16 holds 65,536 IPv4 addresses (a /32, a
+# provider's IPv6 allocation), and anything wider would add score for a whole carrier's customers.
+WIDEST_PREFIX = {4: 16, 6: 32}
 VALUE_MAX_LENGTH = ListEntry._meta.get_field("value").max_length
 REASON_MAX_LENGTH = ListEntry._meta.get_field("reason").max_length
 
@@ -98,6 +100,16 @@ def clean_network_range(value: str) -> str:
     if parsed is None:
         raise InvalidListValue(_("Enter a range such as 203.0.113.0/24 or 2001:db8::/32."))
     network, _label = parsed
+    # The file's parser forgives host bits; here they are refused, since 203.0.113.77/8 would
+    # silently become 203.0.0.0/8, a range nobody meant to list. (The value parsed leniently,
+    # so host bits are the only thing the strict parser can object to.)
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise InvalidListValue(
+            _("%(value)s is not the first address of its range. Did you mean %(range)s?")
+            % {"value": value, "range": network}
+        ) from error
     if network.version == 6 and network.subnet_of(IPV4_MAPPED):
         raise InvalidListValue(_("Write an IPv4 range as IPv4, such as 203.0.113.0/24."))
     widest = WIDEST_PREFIX[network.version]
@@ -271,30 +283,105 @@ def reject_entry(*, actor: User, entry_id: int, reason: str, ip: str | None = No
     return entry
 
 
+def _lock_active_block(entry_id: int) -> ListEntry:
+    entry = _lock_entry(entry_id)
+    if entry.kind not in BLOCK_KINDS:
+        raise ListEntryDecided(_("A network range is removed at once; there is nothing to lift."))
+    if entry.status != ListEntry.Status.ACTIVE:
+        raise ListEntryDecided(
+            _("Only an active block can be lifted; this one is %(status)s.")
+            % {"status": entry.get_status_display().lower()}
+        )
+    return entry
+
+
+def _removal_data(entry: ListEntry) -> dict[str, Any]:
+    return {
+        "removal_proposed_by": entry.removal_proposed_by_id,
+        "removal_reason": entry.removal_reason,
+        "approved_by": entry.decided_by_id,
+    }
+
+
+@transaction.atomic
+def propose_removal(*, actor: User, entry_id: int, reason: str, ip: str | None = None) -> ListEntry:
+    """Propose lifting an active block; it keeps applying until another person carries it out."""
+    _require(actor)
+    reason = _require_reason(reason)
+    entry = _lock_active_block(entry_id)
+    if entry.removal_proposed_by_id is not None:
+        raise ListEntryDecided(
+            _("Lifting this block was already proposed; it waits for a second person.")
+        )
+    entry.removal_proposed_by = actor
+    entry.removal_proposed_at = timezone.now()
+    entry.removal_reason = reason
+    entry.save(update_fields=["removal_proposed_by", "removal_proposed_at", "removal_reason"])
+    _audit("risk_list.block_removal_proposed", actor, entry, ip, reason=reason)
+    return entry
+
+
+def _lock_proposed_removal(entry_id: int) -> ListEntry:
+    entry = _lock_active_block(entry_id)
+    if entry.removal_proposed_by_id is None:
+        raise ListEntryDecided(_("Nobody proposed lifting this block."))
+    return entry
+
+
+@transaction.atomic
+def approve_removal(*, actor: User, entry_id: int, reason: str, ip: str | None = None) -> ListEntry:
+    """Lift a block another person proposed lifting; it no longer applies from the next request."""
+    _require(actor)
+    reason = _require_reason(reason)
+    entry = _lock_proposed_removal(entry_id)
+    if entry.removal_proposed_by_id == actor.pk:
+        raise SecondPersonRequired(
+            _("You proposed lifting this block; another person must carry it out.")
+        )
+    entry.status = ListEntry.Status.REMOVED
+    entry.removed_by = actor
+    entry.removed_at = timezone.now()
+    entry.save(update_fields=["status", "removed_by", "removed_at"])
+    _audit("risk_list.block_removed", actor, entry, ip, reason=reason, **_removal_data(entry))
+    return entry
+
+
+@transaction.atomic
+def reject_removal(*, actor: User, entry_id: int, reason: str, ip: str | None = None) -> ListEntry:
+    """Turn down lifting a block (the proposer may withdraw it): the block stays as it was."""
+    _require(actor)
+    reason = _require_reason(reason)
+    entry = _lock_proposed_removal(entry_id)
+    data = _removal_data(entry)
+    entry.removal_proposed_by = None
+    entry.removal_proposed_at = None
+    entry.removal_reason = ""
+    entry.save(update_fields=["removal_proposed_by", "removal_proposed_at", "removal_reason"])
+    _audit("risk_list.block_removal_rejected", actor, entry, ip, reason=reason, **data)
+    return entry
+
+
 @transaction.atomic
 def remove_entry(*, actor: User, entry_id: int, reason: str, ip: str | None = None) -> ListEntry:
-    """Lift an active block (not by the person who approved it) or remove a network range.
-
-    The row keeps who proposed and who approved it; who removed it, and why, is on the trail.
-    """
+    """Remove a network range at once; a block is lifted by two people (``propose_removal``)."""
     _require(actor)
     reason = _require_reason(reason)
     entry = _lock_entry(entry_id)
+    if entry.kind in BLOCK_KINDS:
+        raise SecondPersonRequired(
+            _("A block is lifted by two people: propose lifting it, and another person approves.")
+        )
     if entry.status != ListEntry.Status.ACTIVE:
         raise ListEntryDecided(
             _("Only an active entry can be removed; this one is %(status)s.")
             % {"status": entry.get_status_display().lower()}
         )
-    if entry.kind in BLOCK_KINDS and entry.decided_by_id == actor.pk:
-        raise SecondPersonRequired(_("You approved this block; another person must lift it."))
     entry.status = ListEntry.Status.REMOVED
-    entry.save(update_fields=["status"])
-    if entry.kind == ListEntry.Kind.NETWORK:
-        transaction.on_commit(forget_staff_ranges)
-        kind = "risk_list.range_removed"
-    else:
-        kind = "risk_list.block_removed"
-    _audit(kind, actor, entry, ip, reason=reason, approved_by=entry.decided_by_id)
+    entry.removed_by = actor
+    entry.removed_at = timezone.now()
+    entry.save(update_fields=["status", "removed_by", "removed_at"])
+    transaction.on_commit(forget_staff_ranges)
+    _audit("risk_list.range_removed", actor, entry, ip, reason=reason)
     return entry
 
 

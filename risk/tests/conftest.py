@@ -112,7 +112,7 @@ class Phone:
         assert morsel is not None, "this phone has no device cookie yet"
         request = RequestFactory().get("/")
         request.COOKIES[DEVICE_COOKIE] = morsel.value
-        key, state = read_device_cookie(request)
+        key, state, _age = read_device_cookie(request)
         assert state == "valid"
         return key
 

@@ -17,11 +17,15 @@ from risk.models import CaseOutcome, Decision, ListEntry
 from risk.services import (
     add_network_range,
     approve_entry,
+    approve_removal,
     propose_block,
+    propose_removal,
     record_outcome,
     reject_entry,
+    reject_removal,
     remove_entry,
 )
+from risk.services.lists import ListEntryDecided, SecondPersonRequired
 from tests.factories import PASSWORD, CustomerFactory, StaffFactory, open_failed_case
 from verification.sms import LocmemBackend
 
@@ -167,36 +171,129 @@ def test_a_blocked_phone_number_cannot_sign_in_and_is_told_so_without_accusation
     assert "_auth_user_id" not in mobile.client.session
 
 
-def test_the_person_who_approved_a_block_cannot_lift_it_and_another_can(
-    supervisor, other_supervisor, customer, phone
-):
-    case = open_failed_case(customer)
+def blocked_device(phone, customer, proposer, approver):
+    """The customer's phone, its device blocked by ``proposer`` and ``approver``."""
     mobile = customer_phone(phone, customer)
-    sam, sue = staff_client(supervisor), staff_client(other_supervisor)
-    propose(sam, "device", mobile.device_key)
+    propose_block(actor=proposer, kind="device", value=mobile.device_key, reason="Fraud ring")
     entry = ListEntry.objects.get()
-    decide(sue, "approve", entry)
+    approve_entry(actor=approver, entry_id=entry.pk, reason="Checked the case")
+    return mobile, entry
 
-    refused = decide(sue, "remove", entry, "A mistake")
-    assert refused.status_code == 403
-    assert "You approved this block; another person must lift it." in refused.text
-    entry.refresh_from_db()
-    assert entry.status == ListEntry.Status.ACTIVE
-    assert audit_kinds() == ["risk_list.block_proposed", "risk_list.block_approved"]
 
-    assert decide(sam, "remove", entry, "The customer proved who they are").status_code == 302
-    entry.refresh_from_db()
-    assert entry.status == ListEntry.Status.REMOVED
-    assert audit_kinds()[-1] == "risk_list.block_removed"
-    removed = SystemEvent.objects.get(kind="risk_list.block_removed")
-    assert (removed.actor, removed.data["reason"]) == (
-        supervisor,
-        "The customer proved who they are",
-    )
-
+def still_blocked(mobile, customer) -> bool:
+    """Whether the customer's next code request from ``mobile`` is held by the block."""
+    case = open_failed_case(customer)
     mobile.send(case)
     case.refresh_from_db()
-    assert case.state == CaseState.PENDING_VERIFICATION  # no longer blocked
+    return case.state == CaseState.NEEDS_REVIEW and last_risk_event(case)["blocked_by"] == "device"
+
+
+def test_lifting_a_block_is_proposed_by_one_person_and_carried_out_by_another(
+    supervisor, other_supervisor, analyst, customer, phone
+):
+    mobile, entry = blocked_device(phone, customer, supervisor, other_supervisor)
+    sue, ann = staff_client(other_supervisor), staff_client(analyst)
+    before = audit_kinds()
+
+    # Nobody removes a block in one step, not even someone who neither proposed nor approved it.
+    refused = decide(ann, "remove", entry, "A mistake")
+    assert refused.status_code == 403
+    assert "A block is lifted by two people" in refused.text
+
+    # One person proposes lifting it: the block stays active and keeps holding the device.
+    assert decide(
+        sue, "propose_removal", entry, "The customer proved who they are"
+    ).status_code == (302)
+    entry.refresh_from_db()
+    assert (entry.status, entry.removal_proposed_by, entry.removal_reason) == (
+        ListEntry.Status.ACTIVE,
+        other_supervisor,
+        "The customer proved who they are",
+    )
+    assert "Lifting proposed by supervisor-sue" in sue.get(LISTS).text
+    assert still_blocked(mobile, customer)
+
+    # The proposer cannot carry it out, nor propose it twice.
+    own = decide(sue, "approve_removal", entry, "Done")
+    assert own.status_code == 403
+    assert "You proposed lifting this block; another person must carry it out." in own.text
+    assert 'value="approve_removal"' not in sue.get(LISTS).text
+    assert decide(sue, "propose_removal", entry, "Again").status_code == 409
+    entry.refresh_from_db()
+    assert entry.status == ListEntry.Status.ACTIVE
+    assert audit_kinds() == [*before, "risk_list.block_removal_proposed"]
+    assert still_blocked(mobile, customer)
+
+    # A second person with the right carries it out: the device is free from the next request.
+    assert decide(ann, "approve_removal", entry, "Saw the ID check").status_code == 302
+    entry.refresh_from_db()
+    assert (entry.status, entry.removed_by, entry.removal_proposed_by) == (
+        ListEntry.Status.REMOVED,
+        analyst,
+        other_supervisor,
+    )
+    removed = SystemEvent.objects.get(kind="risk_list.block_removed")
+    assert (removed.actor, removed.data["reason"], removed.data["removal_proposed_by"]) == (
+        analyst,
+        "Saw the ID check",
+        other_supervisor.pk,
+    )
+    assert removed.data["removal_reason"] == "The customer proved who they are"
+    assert audit_kinds() == [
+        *before,
+        "risk_list.block_removal_proposed",
+        "risk_list.block_removed",
+    ]
+    assert not still_blocked(mobile, customer)
+
+
+def test_one_person_alone_cannot_lift_a_block_whatever_they_call(
+    supervisor, other_supervisor, customer, phone
+):
+    mobile, entry = blocked_device(phone, customer, supervisor, other_supervisor)
+    before = audit_kinds()
+    for person in (supervisor, other_supervisor):
+        with pytest.raises(SecondPersonRequired):
+            remove_entry(actor=person, entry_id=entry.pk, reason="Lift it")
+        with pytest.raises(ListEntryDecided):
+            approve_removal(actor=person, entry_id=entry.pk, reason="Nobody proposed it")
+    propose_removal(actor=supervisor, entry_id=entry.pk, reason="Lift it")
+    with pytest.raises(SecondPersonRequired):
+        approve_removal(actor=supervisor, entry_id=entry.pk, reason="And carry it out")
+    entry.refresh_from_db()
+    assert entry.status == ListEntry.Status.ACTIVE
+    assert audit_kinds() == [*before, "risk_list.block_removal_proposed"]
+    assert still_blocked(mobile, customer)
+
+
+def test_lifting_turned_down_or_withdrawn_leaves_the_block_as_it_was(
+    supervisor, other_supervisor, customer, phone
+):
+    mobile, entry = blocked_device(phone, customer, supervisor, other_supervisor)
+    sam, sue = staff_client(supervisor), staff_client(other_supervisor)
+
+    decide(sam, "propose_removal", entry, "Looks like a mistake")
+    assert decide(sue, "reject_removal", entry, "The evidence holds").status_code == 302
+    entry.refresh_from_db()
+    assert (entry.status, entry.removal_proposed_by, entry.removal_reason) == (
+        ListEntry.Status.ACTIVE,
+        None,
+        "",
+    )
+    rejected = SystemEvent.objects.get(kind="risk_list.block_removal_rejected")
+    assert (rejected.actor, rejected.data["removal_proposed_by"]) == (
+        other_supervisor,
+        supervisor.pk,
+    )
+
+    # Proposed again, and withdrawn by the proposer: still active, and still holding.
+    decide(sam, "propose_removal", entry, "Second thoughts")
+    assert "Withdraw" in sam.get(LISTS).text
+    assert decide(sam, "reject_removal", entry, "Withdrawn").status_code == 302
+    entry.refresh_from_db()
+    assert (entry.status, entry.removal_proposed_by) == (ListEntry.Status.ACTIVE, None)
+    assert decide(sue, "approve_removal", entry, "Too late").status_code == 409
+    assert still_blocked(mobile, customer)
 
 
 def test_a_rejected_proposal_blocks_nothing_and_may_be_proposed_again(supervisor, other_supervisor):
@@ -221,8 +318,8 @@ def test_the_same_value_cannot_be_listed_twice(supervisor):
     assert again.status_code == 409
     assert "is already on the list, active or waiting for a second person." in again.text
 
-    add_range(sam, "10.1.2.0/24")
-    overlap = add_range(sam, "10.1.2.3/24")  # the same range, written with a host address
+    add_range(sam, "2001:db8:1::/48")
+    overlap = add_range(sam, "2001:DB8:1:0::/48")  # the same range, written another way
     assert overlap.status_code == 409
     assert ListEntry.objects.count() == 2
     assert audit_kinds() == ["risk_list.block_proposed", "risk_list.range_added"]
@@ -289,6 +386,9 @@ def test_agents_and_auditors_see_the_lists_but_cannot_change_them(role, request,
         reason="Fraud confirmed",
     )
     vpn = add_network_range(actor=supervisor, value="192.0.2.0/24", label="vpn", reason="VPN")
+    block = propose_block(actor=supervisor, kind="device", value=DEVICE_KEY, reason="Ring")
+    approve_entry(actor=request.getfixturevalue("other_supervisor"), entry_id=block.pk, reason="Ok")
+    propose_removal(actor=supervisor, entry_id=block.pk, reason="Mistake")
     before = (list(ListEntry.objects.values_list("pk", "status")), audit_kinds())
 
     staff = request.getfixturevalue(role)
@@ -301,10 +401,13 @@ def test_agents_and_auditors_see_the_lists_but_cannot_change_them(role, request,
     assert 'name="action"' not in page.text  # no forms to change anything
 
     for response in (
-        propose(client, "device", DEVICE_KEY),
+        propose(client, "device", "f" * 32),
         decide(client, "approve", proposal),
         decide(client, "reject", proposal),
         decide(client, "remove", vpn),
+        decide(client, "propose_removal", block),
+        decide(client, "approve_removal", block),
+        decide(client, "reject_removal", block),
         add_range(client, "203.0.113.0/24"),
     ):
         assert response.status_code == 403
@@ -312,10 +415,15 @@ def test_agents_and_auditors_see_the_lists_but_cannot_change_them(role, request,
 
 
 def test_the_services_refuse_people_without_the_right_whoever_calls_them(
-    agent, auditor, supervisor, phone
+    agent, auditor, supervisor, other_supervisor, phone
 ):
     proposal = propose_block(actor=supervisor, kind="device", value=DEVICE_KEY, reason="Ring")
     vpn = add_network_range(actor=supervisor, value="192.0.2.0/24", label="vpn", reason="VPN")
+    block = propose_block(actor=supervisor, kind="phone", value="13800138000", reason="Ring")
+    approve_entry(actor=other_supervisor, entry_id=block.pk, reason="Checked")
+    lifting = propose_block(actor=supervisor, kind="device", value="e" * 32, reason="Ring")
+    approve_entry(actor=other_supervisor, entry_id=lifting.pk, reason="Checked")
+    propose_removal(actor=supervisor, entry_id=lifting.pk, reason="Mistake")
     case, _shared = ring_case(phone)
     before = (list(ListEntry.objects.values_list("pk", "status")), audit_kinds())
     calls = [
@@ -323,6 +431,9 @@ def test_the_services_refuse_people_without_the_right_whoever_calls_them(
         lambda: approve_entry(actor=agent, entry_id=proposal.pk, reason="x"),
         lambda: reject_entry(actor=agent, entry_id=proposal.pk, reason="x"),
         lambda: remove_entry(actor=agent, entry_id=vpn.pk, reason="x"),
+        lambda: propose_removal(actor=agent, entry_id=block.pk, reason="x"),
+        lambda: approve_removal(actor=agent, entry_id=lifting.pk, reason="x"),
+        lambda: reject_removal(actor=agent, entry_id=lifting.pk, reason="x"),
         lambda: add_network_range(actor=agent, value="10.0.0.0/24", label="vpn", reason="x"),
         lambda: record_outcome(actor=auditor, case_id=case.pk, outcome="fraud", note="x"),
     ]
@@ -352,8 +463,24 @@ def test_a_customer_cannot_reach_the_lists(customer):
         ({"action": "add_range", "range-value": "not-an-address"}, 400, "Enter a range such as"),
         ({"action": "add_range", "range-value": "10.0.0.0/8 vpn"}, 400, "Enter a range such as"),
         ({"action": "add_range", "range-value": "0.0.0.0/0"}, 400, "0.0.0.0/0 is too wide"),
-        ({"action": "add_range", "range-value": "10.0.0.0/7"}, 400, "must be /8 or narrower"),
-        ({"action": "add_range", "range-value": "2001:db8::/15"}, 400, "must be /16 or narrower"),
+        ({"action": "add_range", "range-value": "10.0.0.0/15"}, 400, "must be /16 or narrower"),
+        ({"action": "add_range", "range-value": "10.0.0.0/8"}, 400, "must be /16 or narrower"),
+        ({"action": "add_range", "range-value": "2001:db8::/31"}, 400, "must be /32 or narrower"),
+        (
+            {"action": "add_range", "range-value": "203.0.113.77/8"},
+            400,
+            "203.0.113.77/8 is not the first address of its range. Did you mean 203.0.0.0/8?",
+        ),
+        (
+            {"action": "add_range", "range-value": "203.0.113.77/24"},
+            400,
+            "Did you mean 203.0.113.0/24?",
+        ),
+        (
+            {"action": "add_range", "range-value": "2001:db8::1/64"},
+            400,
+            "Did you mean 2001:db8::/64?",
+        ),
         ({"action": "add_range", "range-value": "10.0.0.0/24\x00"}, 400, "Null characters"),
         (
             {"action": "add_range", "range-value": "::ffff:198.51.100.0/120"},

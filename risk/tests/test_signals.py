@@ -43,11 +43,13 @@ def client(
     language: str = "en-US,en;q=0.9",
     hints: dict | None = None,
     posted: dict | None = None,
+    cookie_age: float = 0.0,
 ) -> ClientFacts:
     return ClientFacts(
         ip_address=address,
         device_key=device,
         device_cookie=cookie if device else "new",
+        device_cookie_age=cookie_age,
         user_agent=user_agent,
         accept_language=language,
         hints=ANDROID_HINTS if hints is None and "Android" in user_agent else hints or {},
@@ -333,7 +335,23 @@ def test_velocity_counts_per_device_prefix_and_customer_within_their_windows(db)
         "prefix_customers": 3,  # bea, cai and me
         "phone_requested": 1,  # mine in the hour (the other is two hours old)
         "phone_failed": 1,
+        # Fresh ids that look like this phone on this /24: cai's (another id, same look) and
+        # me; bea used this very id, which the device's own crowd counts.
+        "look_customers": 2,
     }
+
+
+def test_a_phone_that_drops_its_cookie_between_accounts_is_counted_by_its_look(db):
+    ring = CustomerFactory.create_batch(4)
+    for number, customer in enumerate(ring):
+        evaluate(moment=Moment.SIGN_IN, customer=customer, facts=client(f"{number:032x}"))
+    fifth = CustomerFactory()
+    signals = Signals(moment=Moment.CODE_REQUEST, customer=fifth, facts=client("f" * 32))
+    assert signals.velocity["device_customers"] == 1  # every account on a fresh cookie
+    assert signals.velocity["look_customers"] == 5
+    # A device whose id is old is not "fresh": its look is not counted (a returning phone).
+    settled = client("f" * 32, cookie_age=7 * 24 * 3600)
+    assert Signals(moment=Moment.CODE_REQUEST, customer=fifth, facts=settled).look == ""
 
 
 def test_a_customer_alone_on_a_fresh_device_counts_as_one(db):
