@@ -8,7 +8,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import path
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
@@ -17,10 +16,11 @@ from activation.errors import CaseNotFound
 from activation.models import ActivationCase
 from activation.pii import may_see_pii
 from activation.timeline import RequestContext
-from portal.backoffice import ReadOnlyAdminMixin, backoffice
+from portal.backoffice import backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip
 
+from .admin_nav import PageLinkAdmin
 from .forms_cases import DecideEntryForm, NetworkRangeForm, OutcomeForm, ProposeBlockForm
 from .models import ListEntry
 from .selectors.cases import risk_panel
@@ -180,24 +180,10 @@ def case_risk_context(request: HttpRequest, case_id: str) -> dict:
 
 
 @admin.register(ListEntry, site=backoffice)
-class ListEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ListEntryAdmin(PageLinkAdmin):
     """Puts the lists in the back office's navigation; the work is on the lists page."""
 
-    def has_view_permission(self, request, obj=None) -> bool:
-        return can(request.user, "view_risk")
-
-    def has_module_permission(self, request) -> bool:
-        return can(request.user, "view_risk")
-
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "",
-                self.admin_site.admin_view(lambda request: redirect("backoffice:risk-lists")),
-                name=f"{opts.app_label}_{opts.model_name}_changelist",
-            )
-        ]
+    page = "backoffice:risk-lists"
 
 
 backoffice.register_page("risk/lists/", risk_lists, name="risk-lists")

@@ -9,15 +9,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import path
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.roles import can
-from portal.backoffice import ReadOnlyAdminMixin, backoffice
+from portal.backoffice import backoffice
 from portal.errors import DomainError, NotPermitted
 from portal.middleware import client_ip
 
+from .admin_nav import PageLinkAdmin
 from .forms_rules import RejectForm, VersionForm, rule_formset
 from .models import RuleSetVersion
 from .selectors import rules as selectors
@@ -221,24 +221,10 @@ def version_action(request: HttpRequest, version_id: int, action: str) -> HttpRe
 
 
 @admin.register(RuleSetVersion, site=backoffice)
-class RuleSetVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RuleSetVersionAdmin(PageLinkAdmin):
     """Puts the rule sets in the back office's navigation; the work is on the rules page."""
 
-    def has_view_permission(self, request, obj=None) -> bool:
-        return can(request.user, "view_risk")
-
-    def has_module_permission(self, request) -> bool:
-        return can(request.user, "view_risk")
-
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "",
-                self.admin_site.admin_view(lambda request: redirect("backoffice:risk-rules")),
-                name=f"{opts.app_label}_{opts.model_name}_changelist",
-            )
-        ]
+    page = "backoffice:risk-rules"
 
 
 backoffice.register_page("risk/rules/", rules_page, name="risk-rules")
