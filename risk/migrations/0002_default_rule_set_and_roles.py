@@ -20,7 +20,7 @@ DEFAULT_RULES = [
     ("many_customers", {"key": "device", "more_than": 4}, 90),
     ("many_customers", {"key": "prefix", "more_than": 15}, 20),
     # A ring's phone that drops its cookie between accounts: fresh ids of one look on one network.
-    ("many_customers", {"key": "look", "more_than": 1}, 25),
+    # No first step here: first-timers with the same popular phone share a carrier's /24.
     ("many_customers", {"key": "look", "more_than": 3}, 40),
     ("many_customers", {"key": "look", "more_than": 4}, 90),
     ("code_velocity", {"counter": "requested", "key": "device", "more_than": 6}, 30),

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from activation.models import ActivationCase, CaseEvent, CaseState
+from risk.middleware import DEVICE_COOKIE
 from risk.models import Evaluation, FiredRule, ListEntry, Moment, Rule, RuleSetVersion
 from tests.factories import CustomerFactory, StaffFactory, open_failed_case
 from tests.fixtures import last_sms_code
@@ -736,3 +737,24 @@ def test_network_facts_alone_never_ask_for_more_even_on_a_crowded_noisy_vpn(phon
     assert event["decision"] == "allow"
     case.refresh_from_db()
     assert (case.state, case.risk_level) == (CaseState.SUBMITTING, "low")
+
+
+def test_a_ring_phone_that_drops_its_cookie_between_accounts_is_caught_by_its_look(phone):
+    ring_phone = phone(facts=PIXEL_FACTS)
+    customers = CustomerFactory.create_batch(6)  # accounts opened today
+    decisions = []
+    for customer in customers:
+        ring_phone.client.cookies.pop(DEVICE_COOKIE, None)  # a fresh id for every account
+        assert ring_phone.sign_in(customer).status_code == 302
+        case = open_failed_case(customer)
+        ring_phone.send(case)
+        event = last_risk_event(case, Moment.CODE_REQUEST)
+        decisions.append(event["decision"])
+        assert event["signals"]["device_recognised"] == ""
+    # Each account on its own id, so the device's crowd is never more than one ...
+    assert (
+        Evaluation.objects.filter(moment=Moment.CODE_REQUEST).values("device").distinct().count()
+        == 6
+    )
+    # ... but one look on one network: the fourth steps up, the fifth and sixth go to staff.
+    assert decisions == ["allow", "allow", "allow", "step_up", "review", "review"]
