@@ -33,6 +33,7 @@ from verification.services import VerificationError
 from . import services
 
 RESET_SESSION_KEY = "password_reset_phone"
+PENDING_APP_SESSION_KEY = "pending_authenticator"
 
 
 @method_decorator(limit_sign_in_posts, name="dispatch")
@@ -80,7 +81,10 @@ def _change_app(request: HttpRequest, action: str, has_app: bool):
         )
         return redirect("profile")
     if action == "start_app":
-        factors.start_totp_enrollment(user=user)
+        device = factors.start_totp_enrollment(user=user)
+        # The key is shown to, and confirmed from, this browser session only: someone else
+        # signed in to the account (with a stolen password) never sees it.
+        request.session[PENDING_APP_SESSION_KEY] = device.pk
         return redirect("profile")
     if action == "remove_app" and has_app:
         remove_form = ProofForm(request.POST, has_app=has_app, prefix="remove")
@@ -100,6 +104,7 @@ def _change_app(request: HttpRequest, action: str, has_app: bool):
         if confirm_form.is_valid():
             result = factors.confirm_totp_enrollment(
                 user=user,
+                device_id=request.session.get(PENDING_APP_SESSION_KEY),
                 code=confirm_form.cleaned_data["code"],
                 proof_channel=confirm_form.cleaned_data["proof_channel"],
                 proof_code=confirm_form.cleaned_data["proof_code"],
@@ -107,6 +112,12 @@ def _change_app(request: HttpRequest, action: str, has_app: bool):
             )
             if result == factors.FactorChangeResult.OK:
                 messages.success(request, _("Your authenticator app is set up."))
+                return redirect("profile")
+            if result == factors.FactorChangeResult.NOTHING_PENDING:
+                messages.error(
+                    request,
+                    _("That set-up has expired or was started elsewhere. Please start again."),
+                )
                 return redirect("profile")
             if result == factors.FactorChangeResult.WRONG_PROOF:
                 confirm_form.add_error("proof_code", WRONG_PROOF)
@@ -132,7 +143,9 @@ def profile(request: HttpRequest) -> HttpResponse:
     if isinstance(outcome, HttpResponse):
         return outcome
     confirm_form, remove_form = outcome
-    pending = factors.pending_authenticator(user)
+    pending = factors.pending_authenticator(
+        user, device_id=request.session.get(PENDING_APP_SESSION_KEY)
+    )
     return render(
         request,
         "accounts/profile.html",

@@ -85,7 +85,11 @@ KINDS: dict[str, Kind] = {
             _("The password was reset within %(days)s days and this device is not recognised."),
             "account",
             (Param("days", "int", _("days"), 1, 365),),
-            lambda s, p: not s.device_known_by_cookie and _days(s.password_reset_days, p["days"]),
+            lambda s, p: (
+                s.has_verified_devices
+                and not s.device_known_by_cookie
+                and _days(s.password_reset_days, p["days"])
+            ),
         ),
         Kind(
             "young_account",
@@ -195,9 +199,10 @@ KINDS: dict[str, Kind] = {
 
 def is_network_rule(kind_code: str, params: dict[str, Any]) -> bool:
     """Whether a rule reads only the network: a network kind, or a crowd or velocity counted
-    per address prefix. Such rules alone never change a decision (see ``decide``)."""
+    per address prefix (the look crowd is counted per prefix too). Such rules never make a
+    decision on their own (see ``risk.services.checkpoint._run``)."""
     kind = KINDS.get(kind_code)
-    return kind is not None and (kind.network_only or params.get("key") == "prefix")
+    return kind is not None and (kind.network_only or params.get("key") in ("prefix", "look"))
 
 
 def _check_param(param: Param, value: Any) -> Any:

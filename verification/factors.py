@@ -15,7 +15,7 @@ failure count the check just wrote, and with it the throttle that limits guessin
 import enum
 from datetime import datetime
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -76,9 +76,23 @@ def confirmed_authenticator(user: User) -> TOTPDevice | None:
     return TOTPDevice.objects.filter(user=user, confirmed=True).first()
 
 
-def pending_authenticator(user: User) -> TOTPDevice | None:
-    """The app being set up and not yet confirmed, if any."""
-    return TOTPDevice.objects.filter(user=user, confirmed=False).first()
+ANY_SESSION = object()
+
+
+def _pending(user: User, device_id) -> models.QuerySet:
+    pending = TOTPDevice.objects.filter(user=user, confirmed=False)
+    if device_id is ANY_SESSION:
+        return pending
+    # A customer's key: only the one this session started, and only while it is fresh.
+    if not isinstance(device_id, int) or isinstance(device_id, bool):
+        return pending.none()
+    return pending.filter(pk=device_id, created_at__gt=timezone.now() - enrolment.KEY_HOLD)
+
+
+def pending_authenticator(user: User, *, device_id=ANY_SESSION) -> TOTPDevice | None:
+    """The app being set up and not yet confirmed, if any (``device_id``: the one a customer's
+    session started, at most ``enrolment.KEY_HOLD`` ago)."""
+    return _pending(user, device_id).first()
 
 
 def _locked_device(user: User, *, confirmed: bool) -> TOTPDevice | None:
@@ -160,14 +174,20 @@ def start_totp_enrollment(*, user: User) -> TOTPDevice:
 
 @transaction.atomic
 def confirm_totp_enrollment(
-    *, user: User, code: str, proof_channel: str, proof_code: str, ip: str | None = None
+    *,
+    user: User,
+    device_id: int | None,
+    code: str,
+    proof_channel: str,
+    proof_code: str,
+    ip: str | None = None,
 ) -> FactorChangeResult:
     """Make the pending app the customer's, given a code from it and proof of the current factor.
 
     The new app's code is checked first, so a typo there does not use up the SMS code.
     """
     _require_customer(user)
-    pending = _locked_device(user, confirmed=False)
+    pending = _pending(user, device_id).select_for_update().first()
     if pending is None:
         return FactorChangeResult.NOTHING_PENDING
     if not _new_code_matches(pending, code):

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pyotp
 import pytest
 import time_machine
+from django.test import Client
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -245,7 +246,7 @@ def test_starting_again_soon_shows_the_same_key_and_later_makes_a_fresh_one(clie
 
 def test_a_confirmed_app_dates_from_its_confirmation_not_from_its_start(client, customer):
     client.force_login(customer)
-    with time_machine.travel(timezone.now() - timedelta(days=10)):
+    with time_machine.travel(timezone.now() - timedelta(minutes=10)):
         secret = start_app(client)
     client.post("/accounts/profile/", {"action": "send_code"})
     client.post(
@@ -259,3 +260,38 @@ def test_a_confirmed_app_dates_from_its_confirmation_not_from_its_start(client, 
     )
     app = TOTPDevice.objects.get(user=customer, confirmed=True)
     assert app.created_at > timezone.now() - timedelta(minutes=1)
+
+
+def _confirm_with_sms(who, customer, secret: str):
+    who.post("/accounts/profile/", {"action": "send_code"})
+    return who.post(
+        "/accounts/profile/",
+        {
+            "action": "confirm_app",
+            "code": pyotp.TOTP(secret).now(),
+            "proof_channel": "sms",
+            "proof_code": last_sms_code(str(customer.phone_number)),
+        },
+    )
+
+
+def test_a_key_started_long_ago_cannot_be_confirmed(client, customer):
+    client.force_login(customer)
+    with time_machine.travel(timezone.now() - timedelta(days=10)):
+        old_secret = start_app(client)
+    response = _confirm_with_sms(client, customer, old_secret)
+    assert response.status_code == 302  # "expired, start again"
+    assert not TOTPDevice.objects.filter(user=customer, confirmed=True).exists()
+
+
+def test_a_key_is_shown_to_and_confirmed_from_the_session_that_started_it_only(client, customer):
+    client.force_login(customer)
+    intruder = Client()  # someone else signed in to the account, e.g. with a stolen password
+    intruder.force_login(customer)
+    secret = start_app(client)
+    assert secret not in intruder.get("/accounts/profile/").text
+    response = _confirm_with_sms(intruder, customer, secret)
+    assert response.status_code == 302
+    assert not TOTPDevice.objects.filter(user=customer, confirmed=True).exists()
+    _confirm_with_sms(client, customer, secret)
+    assert TOTPDevice.objects.filter(user=customer, confirmed=True).exists()

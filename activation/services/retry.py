@@ -234,8 +234,7 @@ def _verify_and_submit(
         if checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return CheckResult.STEP_UP
         return result
-    # A pass staff vouched for proves nothing about the device it came from.
-    if not (assessment.device_trusted or assessment.vouched):
+    if not assessment.device_trusted:
         trust_device(customer=customer, facts=context.client)
     transition(case, to=S.SUBMITTING, **actor)
     request = CoreRequest.objects.create(

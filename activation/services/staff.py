@@ -125,7 +125,11 @@ def _resubmit(case: ActivationCase, *, staff: User, data: dict[str, Any], contex
 
 
 def _customer_verified(case: ActivationCase) -> bool:
-    return case.events.filter(kind="verification.succeeded").exists()
+    """The customer's own verification once sent this case on: a right code that the risk
+    checkpoint then held (a step-up not met, a review) does not count."""
+    return case.events.filter(
+        kind="state.changed", state_after=S.SUBMITTING, actor_type=ActorType.CUSTOMER
+    ).exists()
 
 
 @transaction.atomic

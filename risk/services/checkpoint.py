@@ -16,7 +16,6 @@ from accounts.models import User
 
 from ..facts import ClientFacts
 from ..models import (
-    CaseOutcome,
     Decision,
     Device,
     Evaluation,
@@ -40,7 +39,6 @@ RISK_LEVELS = {
     Decision.REVIEW: "high",
     Decision.BLOCK: "high",
 }
-VOUCH_LASTS = timedelta(hours=24)
 # A device's "last seen" is kept to within this much, which spares two writes per evaluation.
 LAST_SEEN_PRECISION = timedelta(minutes=5)
 FAILED_RESULTS = frozenset({"code_invalid", "too_many_attempts", "code_expired"})
@@ -76,8 +74,6 @@ class Assessment:
     signals: dict[str, Any] = field(default_factory=dict)
     # The customer already proved themselves on this very device (by its cookie).
     device_trusted: bool = False
-    # Staff vouched for the case: it passes, but the device does not become trusted by it.
-    vouched: bool = False
 
     @property
     def risk_level(self) -> str:
@@ -145,6 +141,14 @@ def running_versions() -> tuple[_Version | None, _Version | None]:
     return found.get(RuleSetVersion.Status.LIVE), found.get(RuleSetVersion.Status.SHADOW)
 
 
+def _threshold(version: _Version, score: int) -> str:
+    if score >= version.review_at:
+        return Decision.REVIEW
+    if score >= version.step_up_at:
+        return Decision.STEP_UP
+    return Decision.ALLOW
+
+
 def _run(version: _Version, signals: Signals) -> tuple[RuleSetRun, list[tuple[int, int]]]:
     fired, hits = [], []
     for rule_id, kind, params, score in version.rules:
@@ -152,17 +156,17 @@ def _run(version: _Version, signals: Signals) -> tuple[RuleSetRun, list[tuple[in
             fired.append({"rule": rule_id, "kind": kind, "params": params, "score": score})
             hits.append((rule_id, score))
     total = sum(score for _rule, score in hits)
-    if total >= version.review_at:
-        decision = Decision.REVIEW
-    elif total >= version.step_up_at:
-        decision = Decision.STEP_UP
+    # Where someone connects from (a VPN, a new address, a busy or noisy network, its crowd of
+    # look-alike phones) never asks anyone for more on its own: the other evidence must reach a
+    # threshold by itself, and the network's score may then only raise that decision. A crowd
+    # on a carrier's network, or an attacker's noise on it, must not hold the honest behind it.
+    evidence = sum(
+        item["score"] for item in fired if not is_network_rule(item["kind"], item["params"])
+    )
+    if _threshold(version, evidence) == Decision.ALLOW:
+        decision = Decision.ALLOW
     else:
-        decision = Decision.ALLOW
-    if all(is_network_rule(item["kind"], item["params"]) for item in fired):
-        # Where someone connects from (a VPN, a new address, a busy or noisy network) never
-        # asks anyone for more on its own: a crowd on a carrier's network, or an attacker's
-        # wrong codes from it, must not hold the honest people behind it.
-        decision = Decision.ALLOW
+        decision = _threshold(version, total)
     return RuleSetRun(version.number, total, decision, tuple(fired)), hits
 
 
@@ -177,18 +181,6 @@ def _blocked_by(customer: User, facts: ClientFacts) -> str:
     )
     return next(
         (kind for kind in (ListEntry.Kind.DEVICE, ListEntry.Kind.PHONE) if kind in kinds), ""
-    )
-
-
-def _vouched_for(case_id: int | None) -> bool:
-    """Staff found this case legitimate within the last ``VOUCH_LASTS``: for that long the same
-    picture does not hold it again (long enough for the customer to finish, no longer)."""
-    return case_id is not None and (
-        CaseOutcome.objects.filter(
-            case_id=case_id,
-            outcome=CaseOutcome.Outcome.LEGITIMATE,
-            recorded_at__gte=timezone.now() - VOUCH_LASTS,
-        ).exists()
     )
 
 
@@ -247,15 +239,9 @@ def evaluate(
     shadow, shadow_hits = _run(shadow_version, signals) if shadow_version else (None, [])
     blocked_by = _blocked_by(customer, facts)
     decision = live.decision if live else Decision.ALLOW
-    vouched = decision != Decision.ALLOW and _vouched_for(case_id)
-    if vouched:
-        # Staff reviewed this case and found it legitimate: the same picture holds it no more.
-        decision = Decision.ALLOW
     if blocked_by:
         decision = Decision.BLOCK
     recorded = signals.recorded()
-    if vouched:
-        recorded["vouched_by_staff"] = True
     _remember_device(signals, now)
     evaluation = Evaluation.objects.create(
         moment=moment,
@@ -293,7 +279,6 @@ def evaluate(
         blocked_by=blocked_by,
         signals=recorded,
         device_trusted=signals.device_trusted,
-        vouched=vouched,
     )
 
 

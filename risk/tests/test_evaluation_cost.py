@@ -11,9 +11,8 @@ cached in the process, as they are in a running server):
   the code request follows the sign-in, and the submit the request, within minutes;
 - a device seen for the first time, last seen more than five minutes ago or with other
   attributes: +2 (the device and the customer's known device are written);
-- a rule fired: +1 (the fired rules are written); a decision other than allow: +1 (whether staff
-  vouched for the case). The dearest pass, a code submit that steps up on a phone seen for the
-  first time, is 12.
+- a rule fired: +1 (the fired rules are written). The dearest pass, a code submit that steps up
+  on a phone seen for the first time, is 11.
 """
 
 from datetime import timedelta
@@ -44,9 +43,9 @@ pytestmark = pytest.mark.django_db
 SEEN_JUST_NOW = 7  # sign-in or code request that fires nothing, on a device seen minutes ago
 SUBMIT_READS = 1  # a code submit also reads where its code was asked for
 REMEMBER_DEVICE = 2  # the device and known-device writes, when there is something to record
-STEPPED_UP = 2  # the fired rules written, and whether staff vouched for the case
+STEPPED_UP = 1  # the fired rules written
 CHEAPEST = SEEN_JUST_NOW
-DEAREST = SEEN_JUST_NOW + SUBMIT_READS + REMEMBER_DEVICE + STEPPED_UP  # 12
+DEAREST = SEEN_JUST_NOW + SUBMIT_READS + REMEMBER_DEVICE + STEPPED_UP  # 11
 A_WHILE = LAST_SEEN_PRECISION + timedelta(minutes=1)
 
 OWN_PHONE = "a" * 32
