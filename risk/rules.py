@@ -80,6 +80,14 @@ KINDS: dict[str, Kind] = {
             lambda s, p: not s.device_known_by_cookie and _days(s.phone_changed_days, p["days"]),
         ),
         Kind(
+            "email_changed_new_device",
+            _("E-mail address changed recently, on a device not recognised by its cookie"),
+            _("The e-mail address changed within %(days)s days and this device is not recognised."),
+            "account",
+            (Param("days", "int", _("days"), 1, 365),),
+            lambda s, p: not s.device_known_by_cookie and _days(s.email_changed_days, p["days"]),
+        ),
+        Kind(
             "password_reset_new_device",
             _("Password reset recently, on a device not recognised by its cookie"),
             _("The password was reset within %(days)s days and this device is not recognised."),

@@ -151,6 +151,10 @@ class Signals:
         return _days_since(self.customer.phone_number_changed_at)
 
     @property
+    def email_changed_days(self) -> float | None:
+        return _days_since(self.customer.email_changed_at)
+
+    @property
     def password_reset_days(self) -> float | None:
         return _days_since(self.customer.password_reset_at)
 

@@ -10,6 +10,8 @@ DEFAULT_RULES = [
     ("new_device", {}, 40),
     ("phone_changed_new_device", {"days": 14}, 40),
     ("password_reset_new_device", {"days": 3}, 40),
+    # E-mail codes are a channel too: a new address and a new device add up with anything else.
+    ("email_changed_new_device", {"days": 14}, 20),
     ("network_listed", {"labels": ["hosting", "proxy", "vpn"]}, 15),
     ("address_changed", {}, 10),
     # A second customer on one device adds a little; with a week-old account, a step-up. Three

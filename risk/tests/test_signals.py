@@ -483,3 +483,22 @@ def test_a_cookie_is_recognised_however_many_devices_were_seen_since(customer_wi
         moment=Moment.CODE_REQUEST, customer=customer_with_known_phone, facts=client("1" * 32)
     )
     assert signals.device_recognition[0] == "cookie"
+
+
+def test_a_changed_e_mail_address_counts_on_a_device_not_known_by_its_cookie(
+    customer_with_known_phone,
+):
+    customer = customer_with_known_phone
+    fires = KINDS["email_changed_new_device"].fires
+    look_alike = client("9" * 32)  # the same attributes as the known phone, another cookie
+    assert not fires(
+        Signals(moment=Moment.CODE_REQUEST, customer=customer, facts=look_alike), {"days": 14}
+    )
+    customer.email = "someone.else@example.com"
+    customer.save()  # User.save stamps email_changed_at
+    assert customer.email_changed_at is not None
+    assert fires(
+        Signals(moment=Moment.CODE_REQUEST, customer=customer, facts=look_alike), {"days": 14}
+    )
+    own = Signals(moment=Moment.CODE_REQUEST, customer=customer, facts=client("1" * 32))
+    assert not fires(own, {"days": 14})
