@@ -87,6 +87,20 @@ def clean_block_value(kind: str, value: str) -> str:
     raise InvalidListValue(_("Only devices and phone numbers can be blocked."))
 
 
+THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _no_client_comes_from(network) -> bool:
+    if network.version == 4 and network.subnet_of(THIS_NETWORK):
+        return True
+    return (
+        network.is_loopback
+        or network.is_multicast
+        or network.is_reserved
+        or (network.is_unspecified)
+    )
+
+
 def clean_network_range(value: str) -> str:
     """A range in CIDR notation, written the one way the lists compare it, or refuse it."""
     value = (value or "").strip()
@@ -112,6 +126,11 @@ def clean_network_range(value: str) -> str:
         ) from error
     if network.version == 6 and network.subnet_of(IPV4_MAPPED):
         raise InvalidListValue(_("Write an IPv4 range as IPv4, such as 203.0.113.0/24."))
+    if _no_client_comes_from(network):
+        raise InvalidListValue(
+            _("No client connects from %(range)s (a loopback, multicast or reserved range).")
+            % {"range": network}
+        )
     widest = WIDEST_PREFIX[network.version]
     if network.prefixlen < widest:
         raise InvalidListValue(

@@ -466,6 +466,9 @@ def test_a_customer_cannot_reach_the_lists(customer):
         ({"action": "add_range", "range-value": "10.0.0.0/15"}, 400, "must be /16 or narrower"),
         ({"action": "add_range", "range-value": "10.0.0.0/8"}, 400, "must be /16 or narrower"),
         ({"action": "add_range", "range-value": "2001:db8::/31"}, 400, "must be /32 or narrower"),
+        ({"action": "add_range", "range-value": "0.0.0.0/16"}, 400, "No client connects from"),
+        ({"action": "add_range", "range-value": "127.0.0.0/16"}, 400, "No client connects from"),
+        ({"action": "add_range", "range-value": "ff02::/32"}, 400, "No client connects from"),
         (
             {"action": "add_range", "range-value": "203.0.113.77/8"},
             400,
