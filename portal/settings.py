@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "phonenumber_field",
     "pgtrigger",
     "axes",
@@ -308,6 +309,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "activation.tasks.reconcile_activations",
         "schedule": env.float("ACTIVATION_RECONCILE_INTERVAL_SECONDS", default=60.0),
     },
+    "purge-risk-evaluations": {
+        "task": "risk.tasks.purge_evaluations",
+        "schedule": crontab(hour=4, minute=11),
+    },
 }
 
 # Rate limits and the circuit breaker need a cache shared by every process with atomic increments:
@@ -439,3 +444,8 @@ RISK_GEOIP_ASN_DB = env.str("RISK_GEOIP_ASN_DB", default="")
 # A step-up is answered only by a stronger factor the customer already had: set up at least this
 # long ago, and before the phone number, e-mail or password last changed (see risk/services).
 RISK_STRONG_FACTOR_MIN_AGE_HOURS = env.int("RISK_STRONG_FACTOR_MIN_AGE_HOURS", default=72)
+# Evaluations older than this are deleted nightly (their record stays on the case timeline).
+# At least a year: no rule looks further back than that.
+RISK_EVALUATION_RETENTION_DAYS = env.int("RISK_EVALUATION_RETENTION_DAYS", default=400)
+if RISK_EVALUATION_RETENTION_DAYS < 366:
+    raise ImproperlyConfigured("RISK_EVALUATION_RETENTION_DAYS must be at least 366.")

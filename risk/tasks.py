@@ -1,0 +1,11 @@
+"""Celery tasks for the risk checkpoint: each calls one service."""
+
+from celery import shared_task
+
+from .services.retention import purge_old_evaluations
+
+
+@shared_task(ignore_result=True)
+def purge_evaluations() -> int:
+    """Nightly: drop evaluations past their retention (see ``RISK_EVALUATION_RETENTION_DAYS``)."""
+    return purge_old_evaluations()
