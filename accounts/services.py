@@ -1,5 +1,7 @@
 """Account changes: resetting a forgotten password by SMS code, creating staff members."""
 
+from typing import NamedTuple
+
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
@@ -14,6 +16,7 @@ from portal.queue import enqueue_on_commit
 from risk.facts import ClientFacts
 from risk.models import Decision, Moment
 from risk.services import evaluate
+from verification.backup_codes import issue_initial_backup_codes
 from verification.models import Channel, Purpose
 from verification.services import CheckResult, VerificationError, check_code, issue_code
 
@@ -85,11 +88,19 @@ def reset_password_with_code(*, phone_number: str, code: str, new_password: str)
     return user
 
 
+class NewStaffMember(NamedTuple):
+    user: User
+    device: TOTPDevice
+    # To be shown once, by whoever created the member: no page or event shows them again.
+    backup_codes: list[str]
+
+
 @transaction.atomic
 def create_staff_user(
     *, username: str, role: str, password: str, email: str = "", first_name: str = ""
-) -> tuple[User, TOTPDevice]:
-    """Create a staff member in one role, with the authenticator device they must sign in with."""
+) -> NewStaffMember:
+    """Create a staff member in one role, with the authenticator device they must sign in with
+    and one-time backup codes for the day the app is out of reach."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     user = User(username=username, email=email, first_name=first_name, is_staff=True)
@@ -98,7 +109,8 @@ def create_staff_user(
     user.save()
     user.groups.add(Group.objects.get(name=role))
     device = TOTPDevice.objects.create(user=user, name="Authenticator", confirmed=True)
+    codes = issue_initial_backup_codes(user=user)
     record_system_event(
         kind="staff.created", data={"username": username, "role": role, "user_id": user.pk}
     )
-    return user, device
+    return NewStaffMember(user, device, codes)

@@ -13,11 +13,13 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
+from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.forms import limit_username_length
 from accounts.limits import limit_sign_in_posts
-from portal.middleware import start_staff_session
+from portal.middleware import client_ip, start_staff_session
+from verification import backup_codes
 from verification.enrolment import open_enrolment
 
 # The reset whose enrolment window this session, signed in by password alone, may use.
@@ -25,10 +27,13 @@ ENROLMENT_SESSION_KEY = "backoffice_enrolment_reset"
 
 
 class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
-    """Password plus the code from the staff member's authenticator app.
+    """Password plus the code from the staff member's authenticator app, or a backup code.
 
-    Staff verify with TOTP only, so the form uses their confirmed TOTP device instead of asking
-    them to pick one (django-otp refuses to guess among several kinds of device).
+    Both go in the one code field, so the form picks the device instead of asking the member to
+    (django-otp refuses to guess among several kinds of device): a code shaped like a backup
+    code is tried on their backup codes, any other on their authenticator app, each only if
+    confirmed. Only that one device counts the attempt, so a mistyped backup code never
+    throttles the app, nor a wrong app code the backup codes.
     """
 
     otp_device = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -65,14 +70,23 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
         if device is not None and not is_backoffice_factor(device):
             device = None
         if device is None and user is not None:
-            device = next(iter(backoffice_factors(user)), None)
+            device = device_for_token(user, self.cleaned_data.get("otp_token") or "")
         return device
 
+    def _verify_token(self, user, token, device=None):
+        if isinstance(device, StaticDevice):
+            # Stored as django-otp makes them (``abcd2345``); typed perhaps as ``ABCD-2345``.
+            token = backup_codes.normalize_backup_code(token)
+        verified = super()._verify_token(user, token, device)
+        if isinstance(verified, StaticDevice):
+            ip = client_ip(self.request) if self.request is not None else None
+            backup_codes.record_backup_code_use(device=verified, ip=ip)
+        return verified
 
-# The second factors that open the back office, in the order they are offered. django-otp's
-# StaticDevice (backup codes) and a passkey device join this tuple when staff get them; devices
-# that receive codes by SMS or e-mail never do.
-BACKOFFICE_FACTOR_MODELS = (TOTPDevice,)
+
+# The second factors that open the back office, in the order they are tried. A passkey device
+# joins this tuple when staff get one; devices that receive codes by SMS or e-mail never do.
+BACKOFFICE_FACTOR_MODELS = (TOTPDevice, StaticDevice)
 
 
 def is_backoffice_factor(device) -> bool:
@@ -86,6 +100,22 @@ def backoffice_factors(user) -> list:
         for model in BACKOFFICE_FACTOR_MODELS
         for device in model.objects.devices_for_user(user, confirmed=True)
     ]
+
+
+def device_for_token(user, token: str):
+    """The one confirmed back-office device ``token`` may belong to, or None.
+
+    A backup code goes to the member's backup codes, locked (``backup_codes.locked_backup_device``)
+    so that one code used twice at once opens one session; anything else to their app.
+    """
+    if backup_codes.looks_like_backup_code(token):
+        return backup_codes.locked_backup_device(user)
+    app = next(
+        (device for device in backoffice_factors(user) if not isinstance(device, StaticDevice)),
+        None,
+    )
+    # No app (none set up yet): the code is wrong for the backup codes, not "pick a device".
+    return app or backup_codes.locked_backup_device(user)
 
 
 @receiver(user_logged_in)

@@ -1,10 +1,17 @@
 from django.http import Http404
+from django_otp.plugins.otp_static.admin import StaticDeviceAdmin
+from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
 
-from .admin_views import authenticator_resets, enrol_authenticator, own_authenticator
+from .admin_views import (
+    authenticator_resets,
+    enrol_authenticator,
+    own_authenticator,
+    own_backup_codes,
+)
 
 
 class ReadOnlyDeviceAdmin(ReadOnlyAdminMixin):
@@ -36,13 +43,28 @@ class BackofficeTOTPDeviceAdmin(ReadOnlyDeviceAdmin, TOTPDeviceAdmin):
         return super().qrcode_view(request, pk)
 
 
-# Any other django-otp device registered here (backup codes, a passkey) takes ReadOnlyDeviceAdmin
-# too; verification/tests/test_admin.py checks every device model on this site.
+class BackofficeStaticDeviceAdmin(ReadOnlyDeviceAdmin, StaticDeviceAdmin):
+    """Who has backup codes and when they last used one; never the codes themselves.
+
+    django-otp lists the codes inline on a device's page unless told to hide sensitive data;
+    this admin has no inlines whatever that setting says.
+    """
+
+    inlines = []
+
+    def get_inline_instances(self, request, obj=None):
+        return []
+
+
+# Any other django-otp device registered here (a passkey) takes ReadOnlyDeviceAdmin too;
+# verification/tests/test_admin.py checks every device model on this site.
 backoffice.register(TOTPDevice, BackofficeTOTPDeviceAdmin)
+backoffice.register(StaticDevice, BackofficeStaticDeviceAdmin)
 # Customers' SMS devices hold only code digests; staff have no reason to browse them.
 
 
 backoffice.register_page("authenticator/", own_authenticator, name="authenticator")
+backoffice.register_page("backup-codes/", own_backup_codes, name="backup-codes")
 backoffice.register_page("authenticator-resets/", authenticator_resets, name="authenticator-resets")
 backoffice.register_enrolment_page(
     "authenticator/enrol/", enrol_authenticator, name="authenticator-enrol"

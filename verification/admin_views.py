@@ -1,4 +1,5 @@
-"""Back-office pages for staff authenticators: replace one's own, reset a lost one (four eyes)."""
+"""Back-office pages for staff second factors: replace one's own app, make new backup codes,
+reset a lost app (four eyes)."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,10 +17,11 @@ from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
-from . import enrolment, factors, reset_history
+from . import backup_codes, enrolment, factors, reset_history
 from .factor_forms import (
     AuthenticatorResetRequestForm,
     EnrolAuthenticatorForm,
+    RegenerateBackupCodesForm,
     ReplaceStaffAuthenticatorForm,
 )
 
@@ -85,6 +87,38 @@ def own_authenticator(request: HttpRequest) -> HttpResponse:
     )
 
 
+def own_backup_codes(request: HttpRequest) -> HttpResponse:
+    """See how many backup codes are left; replace them all with a code from the app.
+
+    The new codes are in this one answer only (the back office sends no-cache headers): not in
+    the session, not behind a redirect, so a reload or the back button cannot show them again.
+    """
+    staff = request.user
+    form = RegenerateBackupCodesForm()
+    new_codes = None
+    if request.method == "POST" and request.POST.get("action") == "regenerate":
+        form = RegenerateBackupCodesForm(request.POST)
+        if form.is_valid():
+            new_codes = backup_codes.regenerate_backup_codes(
+                staff=staff, current_code=form.cleaned_data["current_code"], ip=client_ip(request)
+            )
+            if new_codes is None:
+                form.add_error(
+                    "current_code", _("The code from your authenticator app is not right.")
+                )
+            else:
+                form = RegenerateBackupCodesForm()
+    return backoffice.page(
+        request,
+        "backoffice/backup_codes.html",
+        _("My backup codes"),
+        status=400 if form.is_bound and form.errors else 200,
+        form=form,
+        new_codes=new_codes,
+        codes_left=backup_codes.backup_codes_left(staff),
+    )
+
+
 def _reset_id(request: HttpRequest) -> int:
     value = request.POST.get("reset_id", "")
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
@@ -146,6 +180,8 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
         form=form,
         resets=reset_history.pending_resets_with_account_changes(),
         approved=reset_history.recent_approved_resets_with_enrolment(),
+        backup_codes_left=backup_codes.staff_backup_codes_left(),
+        few_backup_codes=backup_codes.FEW_BACKUP_CODES_LEFT,
     )
 
 

@@ -42,6 +42,10 @@ class ReplaceStaffAuthenticatorForm(forms.Form):
     new_code = code_field(_("Code from the new app"))
 
 
+class RegenerateBackupCodesForm(forms.Form):
+    current_code = code_field(_("Code from your authenticator app"))
+
+
 class EnrolAuthenticatorForm(forms.Form):
     code = code_field(_("Code from the new app"))
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
@@ -375,6 +376,10 @@ def approve_authenticator_reset(
             % {"name": member.get_username()}
         )
     TOTPDevice.objects.filter(user=member).delete()
+    # The backup codes go too: whoever may hold them (the phone and the printout are often lost
+    # together) must not get in, and the member's sign-in must find no factor to reach the
+    # set-up page. With the new app set up, they make new codes themselves.
+    StaticDevice.objects.filter(user=member).delete()
     _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
     # An earlier approval's window that was never used closes: one way in at a time.
     AuthenticatorReset.objects.filter(

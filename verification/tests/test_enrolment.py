@@ -316,7 +316,7 @@ def test_a_supervisor_just_created_on_the_command_line_cannot_approve_a_reset(
     )
     reset = AuthenticatorReset.objects.get()
     # An operator with shell access makes a second pair of eyes of their own.
-    fresh, _device = create_staff_user(username="sup-fresh", role="supervisor", password=PASSWORD)
+    fresh = create_staff_user(username="sup-fresh", role="supervisor", password=PASSWORD).user
 
     fresh_client = verified_client(fresh)
     approved = fresh_client.post(RESETS, {"action": "approve", "reset_id": reset.pk}, follow=True)

@@ -11,7 +11,10 @@ from accounts.services import create_staff_user
 
 
 class Command(BaseCommand):
-    help = "Create a staff user in a role and enrol their authenticator app (TOTP)."
+    help = (
+        "Create a staff user in a role, enrol their authenticator app (TOTP) and print "
+        "their one-time backup codes."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -25,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args, username, role, email, first_name, password, **options):
         password = password or secrets.token_urlsafe(18)
         try:
-            _user, device = create_staff_user(
+            _user, device, backup_codes = create_staff_user(
                 username=username, role=role, password=password, email=email, first_name=first_name
             )
         except IntegrityError as error:
@@ -40,3 +43,9 @@ class Command(BaseCommand):
         picture = io.StringIO()
         qr.print_ascii(out=picture, invert=True)
         self.stdout.write(picture.getvalue())
+        self.stdout.write(
+            "Backup codes, each good for one sign-in without the app (shown only now; "
+            "hand them over with the password):"
+        )
+        for code in backup_codes:
+            self.stdout.write(f"  {code}")

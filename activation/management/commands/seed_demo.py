@@ -50,15 +50,16 @@ class Command(BaseCommand):
             )
             self._tell_story(line, story)
 
+        backup_codes: dict[str, list[str]] = {}
         for username, first_name, role in STAFF:
             if User.objects.filter(username=username).exists():
                 continue
             # The same path as a real staff member's, audit event included.
-            create_staff_user(
+            backup_codes[username] = create_staff_user(
                 username=username, role=role, password=STAFF_PASSWORD, first_name=first_name
-            )
+            ).backup_codes
 
-        self._print_logins()
+        self._print_logins(backup_codes)
 
     def _tell_story(self, line: CreditLine, story: str) -> None:
         if story == "code_expired":
@@ -78,7 +79,7 @@ class Command(BaseCommand):
             ):
                 transition(case, to=state, actor_type=ActorType.SYSTEM, data={"seeded": True})
 
-    def _print_logins(self) -> None:
+    def _print_logins(self, backup_codes: dict[str, list[str]]) -> None:
         write = self.stdout.write
         write(
             f"Customers (sign in with the username or phone number, password {CUSTOMER_PASSWORD}):"
@@ -89,3 +90,8 @@ class Command(BaseCommand):
         for username, _first_name, role in STAFF:
             device = TOTPDevice.objects.filter(user__username=username).first()
             write(f"  {username:<10} {role:<12} {device.config_url if device else ''}")
+        if backup_codes:
+            # Shown only when made, like a real member's: a second run prints none.
+            write("Backup codes, each good for one sign-in without the app (shown only now):")
+            for username, codes in backup_codes.items():
+                write(f"  {username:<10} {' '.join(codes)}")
