@@ -4,7 +4,7 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from activation.timeline import RequestContext
-from portal.backoffice import backoffice
+from portal.backoffice import backoffice, require_app_session
 
 from .admin_views import sign_in_lockouts
 from .models import User
@@ -36,6 +36,7 @@ class UserAdmin(BaseUserAdmin):
         )
 
     def user_change_password(self, request, id, form_url=""):
+        require_app_session(request)
         # The password and its audit event commit together; a redirect means the form saved.
         with transaction.atomic():
             response = super().user_change_password(request, id, form_url)

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.http import HttpResponse
 from django.shortcuts import redirect
@@ -89,6 +90,19 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
 BACKOFFICE_FACTOR_MODELS = (TOTPDevice, StaticDevice)
 
 
+def require_app_session(request) -> None:
+    """Refuse a session whose second factor was a backup code for what changes a credential.
+
+    A backup code is for getting back in when the app is out of reach: with the password it must
+    not change a password, nor ask for or approve a factor reset (someone holding a stolen
+    printout would lock the owner out).
+    """
+    if isinstance(getattr(request.user, "otp_device", None), StaticDevice):
+        raise PermissionDenied(
+            _("Signed in with a backup code: sign in with your authenticator app to do this.")
+        )
+
+
 def is_backoffice_factor(device) -> bool:
     return isinstance(device, BACKOFFICE_FACTOR_MODELS) and device.confirmed
 
@@ -145,6 +159,10 @@ class BackofficeSite(OTPAdminSite):
     index_title = _("Stuck activations")
     login_form = BackofficeAuthenticationForm
     login_template = "backoffice/login.html"
+
+    def password_change(self, request, extra_context=None):
+        require_app_session(request)
+        return super().password_change(request, extra_context)
 
     def index(self, request, extra_context=None):
         """The landing page is the work queue: cases waiting for staff, most overdue first."""

@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy
 from django_otp import login as otp_login
 
 from accounts.qr import qr_svg, totp_secret
-from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice
+from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice, require_app_session
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
@@ -133,6 +133,8 @@ def authenticator_resets(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     form = AuthenticatorResetRequestForm(requested_by=staff)
     action = request.POST.get("action")
+    if request.method == "POST":
+        require_app_session(request)
     try:
         if action == "request":
             form = AuthenticatorResetRequestForm(request.POST, requested_by=staff)

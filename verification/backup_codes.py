@@ -65,20 +65,15 @@ def _require_staff(user: User) -> None:
 
 def _replace_codes(user: User) -> list[str]:
     """Give ``user`` a fresh set of codes, dropping the old set; return them for display."""
-    device = StaticDevice.objects.select_for_update().filter(user=user).first()
-    if device is None:
-        device = StaticDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=True)
-    device.token_set.all().delete()
+    # A new device, not new codes on the old one: a session that signed in with an old code is
+    # bound to the old device's id, and with it gone that session is no longer verified.
+    list(StaticDevice.objects.select_for_update().filter(user=user))
+    StaticDevice.objects.filter(user=user).delete()
+    device = StaticDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=True)
     codes: set[str] = set()
     while len(codes) < BACKUP_CODE_COUNT:
         codes.add(StaticToken.random_token())
     StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
-    # Old codes' failed guesses do not hold back the new set.
-    device.throttle_reset(commit=False)
-    device.confirmed = True
-    device.save()
-    # Any second static device (none is made here) would keep old codes alive: drop it.
-    StaticDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
     return [display_code(code) for code in sorted(codes)]
 
 

@@ -308,3 +308,46 @@ def test_one_code_used_twice_at_once_opens_one_session(agent, monkeypatch):
     assert sorted(results) == [False, True]
     assert len(events("staff.backup_code_used")) == 1
     assert backup_codes.backup_codes_left(agent) == BACKUP_CODE_COUNT - 1
+
+
+def test_a_backup_code_session_changes_no_password_and_asks_for_no_reset(agent, supervisor):
+    """Password plus a stolen printout must not lock the owner out."""
+    codes = give_codes(agent)
+    thief = Client()
+    sign_in(thief, agent, codes[0])
+    assert is_verified(thief)
+    before = User.objects.get(pk=agent.pk).password
+    response = thief.post(
+        "/backoffice/password_change/",
+        {
+            "old_password": PASSWORD,
+            "new_password1": "x-New-pass-9876",
+            "new_password2": "x-New-pass-9876",
+        },
+    )
+    assert response.status_code == 403
+    assert User.objects.get(pk=agent.pk).password == before
+
+    # A supervisor signed in with a backup code neither asks for nor decides a factor reset.
+    sup_codes = give_codes(supervisor)
+    boss = Client()
+    sign_in(boss, supervisor, sup_codes[0])
+    response = boss.post(
+        "/backoffice/authenticator-resets/",
+        {"action": "request", "staff_member": agent.pk, "reason": "lost phone"},
+    )
+    assert response.status_code == 403
+    assert not factors.AuthenticatorReset.objects.exists()
+
+
+def test_new_codes_end_a_session_that_signed_in_with_an_old_one(agent):
+    old = give_codes(agent)
+    thief = Client()
+    sign_in(thief, agent, old[0])
+    assert is_verified(thief)
+    owner = verified_client(agent)
+    with later():
+        response = owner.post(PAGE, {"action": "regenerate", "current_code": current_code(agent)})
+        assert response.status_code == 200 and response.context["new_codes"]
+    assert not is_verified(thief)
+    assert thief.get(PAGE).status_code == 302  # back to the sign-in
