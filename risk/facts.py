@@ -7,7 +7,6 @@ recognition, and a malformed value is dropped (an unknown device), never an erro
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.http import HttpRequest
 
@@ -97,11 +96,3 @@ class ClientFacts:
             posted=posted,
             posted_malformed=malformed,
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "user_agent": self.user_agent,
-            "accept_language": self.accept_language,
-            "hints": self.hints,
-            "posted": self.posted,
-        }

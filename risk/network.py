@@ -16,18 +16,27 @@ NETWORK_LABELS = ("vpn", "proxy", "hosting")
 STAFF_RANGES_TTL = 30.0
 
 
-def address_prefix(address: str | None) -> str:
-    """The /24 of an IPv4 address or the /64 of an IPv6 one (where one household sits)."""
-    if not address:
-        return ""
+def client_address(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address parsed, or None; ``::ffff:a.b.c.d`` as ``a.b.c.d``: a dual-stack socket shows
+    IPv4 clients so, while the lists and GeoIP files name them in IPv4."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address or "")
     except ValueError:
-        return ""
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def _prefix(ip) -> str:
     length = 24 if ip.version == 4 else 64
     return str(ipaddress.ip_network(f"{ip}/{length}", strict=False))
+
+
+def address_prefix(address: str | None) -> str:
+    """The /24 of an IPv4 address or the /64 of an IPv6 one (where one household sits)."""
+    ip = client_address(address)
+    return _prefix(ip) if ip is not None else ""
 
 
 def parse_range_line(line: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str] | None:
@@ -92,30 +101,17 @@ def staff_ranges() -> tuple:
     return _staff_ranges["ranges"]
 
 
-def _unmapped(address: str) -> str:
-    """``::ffff:a.b.c.d`` as ``a.b.c.d``: a dual-stack socket shows IPv4 clients so, while the
-    lists and GeoIP files name them in IPv4."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return address
-
-
-def listed_label(address: str | None) -> str:
-    """``vpn``, ``proxy`` or ``hosting`` if the address is in a listed range, else ""."""
-    if not address:
-        return ""
-    try:
-        ip = ipaddress.ip_address(_unmapped(address))
-    except ValueError:
-        return ""
+def _listed(ip) -> str:
     for network, label in (*file_ranges(), *staff_ranges()):
         if ip.version == network.version and ip in network:
             return label
     return ""
+
+
+def listed_label(address: str | None) -> str:
+    """``vpn``, ``proxy`` or ``hosting`` if the address is in a listed range, else ""."""
+    ip = client_address(address)
+    return _listed(ip) if ip is not None else ""
 
 
 @lru_cache(maxsize=4)
@@ -125,11 +121,11 @@ def _reader(path: str, mtime: float):
     return maxminddb.open_database(path)
 
 
-def _lookup(path: str, address: str) -> dict:
-    if not path or not address:
+def _lookup(path: str, ip) -> dict:
+    if not path or ip is None:
         return {}
     try:
-        record = _reader(path, Path(path).stat().st_mtime).get(_unmapped(address))
+        record = _reader(path, Path(path).stat().st_mtime).get(str(ip))
     # A corrupt or half-copied file raises maxminddb's InvalidDatabaseError, a RuntimeError:
     # GeoIP is then unknown, never a failed sign-in.
     except (OSError, ValueError, RuntimeError) as error:
@@ -148,14 +144,15 @@ class NetworkFacts:
 
 
 def network_facts(address: str | None) -> NetworkFacts:
-    country_record = _lookup(settings.RISK_GEOIP_COUNTRY_DB, address or "")
-    asn_record = _lookup(settings.RISK_GEOIP_ASN_DB, address or "")
+    ip = client_address(address)  # parsed once for the prefix, the lists and GeoIP
+    country_record = _lookup(settings.RISK_GEOIP_COUNTRY_DB, ip)
+    asn_record = _lookup(settings.RISK_GEOIP_ASN_DB, ip)
     country = (country_record.get("country") or {}).get("iso_code", "")
     asn = asn_record.get("autonomous_system_number")
     return NetworkFacts(
         address=address,
-        prefix=address_prefix(address),
-        listed=listed_label(address),
+        prefix=_prefix(ip) if ip is not None else "",
+        listed=_listed(ip) if ip is not None else "",
         country=country if isinstance(country, str) else "",
         asn=asn if isinstance(asn, int) else None,
     )

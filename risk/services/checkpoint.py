@@ -10,7 +10,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext
 
 from accounts.models import User
 
@@ -26,7 +25,7 @@ from ..models import (
     RuleSetVersion,
     strongest,
 )
-from ..rules import HINTS, KINDS, clean_params, is_network_rule, reason
+from ..rules import HINTS, KINDS, clean_params, is_network_rule
 from ..signals import Signals
 
 logger = logging.getLogger(__name__)
@@ -78,10 +77,6 @@ class Assessment:
     @property
     def risk_level(self) -> str:
         return RISK_LEVELS[self.decision]
-
-    @property
-    def score(self) -> int:
-        return self.live.score if self.live else 0
 
     def customer_hint(self) -> str:
         """Why more proof is needed, in words for the customer (never "fraud")."""
@@ -318,13 +313,3 @@ def trust_device(*, customer: User, facts: ClientFacts) -> None:
         KnownDevice.objects.filter(
             customer=customer, device_id=facts.device_key, verified_at__isnull=True
         ).update(verified_at=timezone.now())
-
-
-def explain_fired(fired: list[dict[str, Any]]) -> list[str]:
-    """The reasons of fired rules as recorded on the timeline, in the active language."""
-    return [
-        reason(item["kind"], item.get("params", {}))
-        if item.get("kind") in KINDS
-        else gettext("Unknown rule")
-        for item in fired
-    ]
