@@ -25,11 +25,13 @@ run: $(STAMP)
 	$(BIN)/python manage.py compilemessages -v0 --ignore=.venv
 	$(BIN)/python manage.py seed_demo
 	@echo
-	@echo "Open http://127.0.0.1:$(WEB_PORT)/ (customers) and http://127.0.0.1:$(WEB_PORT)/backoffice/ (staff)."
+	@echo "Open http://localhost:$(WEB_PORT)/ (customers) and http://localhost:$(WEB_PORT)/backoffice/ (staff)."
+	@echo "(localhost, not 127.0.0.1: browsers offer passkeys on a domain only.)"
 	@echo "The worker sends activations to the core at $(CORE_API_URL)."
 	@echo "SMS codes appear below as JSON lines (also in var/sms.jsonl). Ctrl-C stops everything."
 	@echo
 	WEB_PORT=$(WEB_PORT) CORE_PORT=$(CORE_PORT) CORE_API_URL=$(CORE_API_URL) \
+		WEBAUTHN_ORIGINS=$${WEBAUTHN_ORIGINS:-http://localhost:$(WEB_PORT)} \
 		$(BIN)/honcho -f Procfile.dev start
 
 # Strict mode (TEST_STRICT=1, as in CI) turns a missing service or browser into a failure.

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import PasswordResetConfirmForm, PasswordResetRequestForm, SignInForm
 from accounts.limits import (
@@ -26,9 +26,15 @@ from accounts.qr import qr_svg, totp_secret
 from portal.middleware import client_ip
 from portal.ratelimits import too_many_requests
 from risk.facts import ClientFacts
-from verification import factors
-from verification.factor_forms import ConfirmNewAppForm, ProofForm
-from verification.services import VerificationError
+from verification import factors, passkeys
+from verification.factor_forms import (
+    AddPasskeyForm,
+    ConfirmNewAppForm,
+    ProofForm,
+    RemovePasskeyForm,
+)
+from verification.passkey_http import options_response
+from verification.services import CheckResult, VerificationError
 
 from . import services
 
@@ -76,7 +82,10 @@ def _change_app(request: HttpRequest, action: str, has_app: bool):
         issued = factors.send_factor_change_code(user=user)
         messages.info(
             request,
-            _("We sent a code to %(destination)s. It works only to change your authenticator app.")
+            _(
+                "We sent a code to %(destination)s. It works only to change your authenticator "
+                "app or passkeys."
+            )
             % {"destination": issued.destination},
         )
         return redirect("profile")
@@ -128,13 +137,105 @@ def _change_app(request: HttpRequest, action: str, has_app: bool):
     return confirm_form, remove_form
 
 
+PASSKEY_REFUSED = {
+    CheckResult.NO_CODE: gettext_lazy("Prove it is you again before adding a passkey."),
+    CheckResult.EXPIRED: gettext_lazy(
+        "Adding the passkey took too long. Prove it is you again, then add it."
+    ),
+    CheckResult.THROTTLED: gettext_lazy(
+        "Too many tries in a row. Wait a few seconds, then try again."
+    ),
+    CheckResult.BURNED: gettext_lazy(
+        "Your browser's passkey was refused too many times. Prove it is you again to start over."
+    ),
+}
+PASSKEY_INVALID = gettext_lazy(
+    "That passkey could not be added (it may be on this account already). Please try again."
+)
+
+
+def _change_passkeys(request: HttpRequest, action: str, has_app: bool, user_passkeys):
+    """Add or remove a passkey; return a redirect when done, else the forms to show again."""
+    user = request.user
+    prove_form = ProofForm(has_app=has_app, prefix="passkey")
+    add_form = AddPasskeyForm()
+    remove_form = RemovePasskeyForm(
+        has_app=has_app, prefix="remove_passkey", passkeys=user_passkeys
+    )
+    binding = passkeys.session_binding(request.session)
+    if action == "passkey_prove":
+        prove_form = ProofForm(request.POST, has_app=has_app, prefix="passkey")
+        if prove_form.is_valid():
+            result = factors.open_passkey_registration(
+                user=user,
+                proof_channel=prove_form.cleaned_data["proof_channel"],
+                proof_code=prove_form.cleaned_data["proof_code"],
+                binding=binding,
+            )
+            if result == factors.FactorChangeResult.OK:
+                return redirect(reverse("profile") + "#passkeys")
+            prove_form.add_error("proof_code", WRONG_PROOF)
+    if action == "passkey_add":
+        add_form = AddPasskeyForm(request.POST)
+        if add_form.is_valid():
+            outcome = factors.complete_passkey_registration(
+                user=user,
+                binding=binding,
+                name=add_form.cleaned_data["name"],
+                response=add_form.cleaned_data["credential"],
+                ip=client_ip(request),
+            )
+            if outcome.result == CheckResult.OK:
+                messages.success(
+                    request,
+                    _("Your passkey “%(name)s” is added. Next time, confirm with it.")
+                    % {"name": outcome.passkey.name},
+                )
+                return redirect(reverse("profile") + "#passkeys")
+            messages.error(request, PASSKEY_REFUSED.get(outcome.result, PASSKEY_INVALID))
+            return redirect(reverse("profile") + "#passkeys")
+    if action == "passkey_remove":
+        remove_form = RemovePasskeyForm(
+            request.POST, has_app=has_app, prefix="remove_passkey", passkeys=user_passkeys
+        )
+        if remove_form.is_valid():
+            result = factors.remove_passkey(
+                user=user,
+                passkey_id=remove_form.cleaned_data["passkey"],
+                proof_channel=remove_form.cleaned_data["proof_channel"],
+                proof_code=remove_form.cleaned_data["proof_code"],
+                ip=client_ip(request),
+            )
+            if result == factors.FactorChangeResult.OK:
+                messages.success(request, _("The passkey was removed."))
+                return redirect(reverse("profile") + "#passkeys")
+            remove_form.add_error("proof_code", WRONG_PROOF)
+    return prove_form, add_form, remove_form
+
+
+@login_required
+@require_POST
+def passkey_registration_options(request: HttpRequest) -> HttpResponse:
+    """What the account page's script hands the browser to create a passkey."""
+    return options_response(
+        lambda: passkeys.registration_options(
+            user=request.user, binding=passkeys.session_binding(request.session)
+        )
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = request.user
     has_app = factors.confirmed_authenticator(user) is not None
+    user_passkeys = list(passkeys.passkeys_for(user))
+    action = request.POST.get("action", "")
     try:
-        outcome = _change_app(request, request.POST.get("action", ""), has_app)
+        if action.startswith("passkey_"):
+            outcome = _change_passkeys(request, action, has_app, user_passkeys)
+        else:
+            outcome = _change_app(request, action, has_app)
     except factors.FactorChangeNotAllowed as error:
         raise PermissionDenied(error.message) from error
     except VerificationError as error:
@@ -142,7 +243,19 @@ def profile(request: HttpRequest) -> HttpResponse:
         return redirect("profile")
     if isinstance(outcome, HttpResponse):
         return outcome
-    confirm_form, remove_form = outcome
+    if action.startswith("passkey_"):
+        passkey_forms = outcome
+        confirm_form, remove_form = (
+            ConfirmNewAppForm(has_app=has_app),
+            ProofForm(has_app=has_app, prefix="remove"),
+        )
+    else:
+        confirm_form, remove_form = outcome
+        passkey_forms = (
+            ProofForm(has_app=has_app, prefix="passkey"),
+            AddPasskeyForm(),
+            RemovePasskeyForm(has_app=has_app, prefix="remove_passkey", passkeys=user_passkeys),
+        )
     pending = factors.pending_authenticator(
         user, device_id=request.session.get(PENDING_APP_SESSION_KEY)
     )
@@ -150,6 +263,13 @@ def profile(request: HttpRequest) -> HttpResponse:
         request,
         "accounts/profile.html",
         {
+            "passkeys": user_passkeys,
+            "passkey_prove_form": passkey_forms[0],
+            "passkey_add_form": passkey_forms[1],
+            "passkey_remove_form": passkey_forms[2],
+            "adding_passkey": passkeys.registration_pending(
+                user=user, binding=passkeys.session_binding(request.session)
+            ),
             "phone": mask_phone_number(str(user.phone_number)) if user.phone_number else "",
             "email": mask_email(user.email) if user.email else "",
             "has_app": has_app,

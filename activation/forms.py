@@ -3,6 +3,7 @@ from django.utils.translation import gettext_lazy as _
 
 from verification.forms import code_field
 from verification.models import Channel
+from verification.passkeys import MAX_RESPONSE_LENGTH
 
 
 class ChooseChannelForm(forms.Form):
@@ -39,6 +40,20 @@ class SubmissionIdField(forms.UUIDField):
 
 class VerifyCodeForm(forms.Form):
     code = code_field()
+    submission_id = SubmissionIdField(required=False, widget=forms.HiddenInput)
+
+
+class PasskeyAnswerForm(forms.Form):
+    """The browser's answer to a passkey request, which the page's script puts in ``code``."""
+
+    code = forms.CharField(
+        max_length=MAX_RESPONSE_LENGTH,
+        strip=False,
+        error_messages={
+            "required": _("Your browser sent no answer from your passkey. Please try again."),
+            "max_length": _("Your browser's answer was not one a passkey gives. Please try again."),
+        },
+    )
     submission_id = SubmissionIdField(required=False, widget=forms.HiddenInput)
 
 

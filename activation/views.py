@@ -8,12 +8,15 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.ratelimits import limit_retry_posts
+from verification import passkeys
 from verification.models import Channel
+from verification.passkey_http import options_response
 from verification.services import (
     ChannelUnavailable,
     CheckResult,
@@ -25,9 +28,10 @@ from verification.services import (
 )
 
 from . import selectors, services
-from .forms import ChooseChannelForm, VerifyCodeForm
+from .forms import ChooseChannelForm, PasskeyAnswerForm, VerifyCodeForm
 from .models import ActivationCase, CaseState
 from .reasons import EXPLANATIONS, explain
+from .services.checkpoint import stronger_channel
 from .services.emergency import core_submissions_paused
 from .timeline import RequestContext
 from .transitions import TransitionNotAllowed
@@ -44,6 +48,20 @@ CHECK_MESSAGES = {
     ),
     CheckResult.THROTTLED: gettext_lazy(
         "Too many tries in a row. Wait a few seconds, then try again."
+    ),
+}
+
+PASSKEY_MESSAGES = {
+    CheckResult.INVALID: gettext_lazy(
+        "Your passkey's answer was not accepted. Try again, or choose another way."
+    ),
+    CheckResult.NO_CODE: gettext_lazy(
+        "That passkey request has ended (it was used, or asked for elsewhere). Try again."
+    ),
+    CheckResult.EXPIRED: gettext_lazy("The passkey request timed out. Please try again."),
+    CheckResult.THROTTLED: CHECK_MESSAGES[CheckResult.THROTTLED],
+    CheckResult.BURNED: gettext_lazy(
+        "Too many passkey answers were refused. Start again, or choose another way."
     ),
 }
 
@@ -64,8 +82,9 @@ def case_list(request: HttpRequest) -> HttpResponse:
     return render(request, "activation/list.html", {"lines": lines})
 
 
-def _status_context(case: ActivationCase) -> dict:
+def _status_context(case: ActivationCase, customer) -> dict:
     return {
+        "offer_passkey": case.state == CaseState.ACTIVATED and not passkeys.has_passkey(customer),
         "case": case,
         "line": case.credit_line,
         "explanation": explain(case.failure_reason),
@@ -78,7 +97,7 @@ def _status_context(case: ActivationCase) -> dict:
 @login_required
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_for_customer(request.user, case_id)
-    return render(request, "activation/detail.html", _status_context(case))
+    return render(request, "activation/detail.html", _status_context(case, request.user))
 
 
 @login_required
@@ -86,7 +105,7 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
 def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
     """The case's state and its status panel, for pages that update in place."""
     case = selectors.case_for_customer(request.user, case_id)
-    context = _status_context(case)
+    context = _status_context(case, request.user)
     html = render_to_string("activation/_status_panel.html", context, request=request)
     return JsonResponse(
         {"state": case.state, "in_progress": context["in_progress"], "html": html},
@@ -137,8 +156,9 @@ def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpRespo
         if started.held:
             return redirect("activation:detail", case_id=case.pk)
         if started.step_up:
-            request.session[_session_key(case.pk)] = Channel.TOTP
-            messages.warning(request, _step_up_message(started.hint))
+            stronger = stronger_channel(request.user)
+            request.session[_session_key(case.pk)] = stronger
+            messages.warning(request, _step_up_message(started.hint, stronger))
         elif not started.delivered:
             messages.error(
                 request,
@@ -152,7 +172,9 @@ def _send(request: HttpRequest, case: ActivationCase, channel: str) -> HttpRespo
     return redirect("activation:retry", case_id=case.pk)
 
 
-def _step_up_message(hint: str) -> str:
+def _step_up_message(hint: str, channel: str) -> str:
+    if channel == Channel.PASSKEY:
+        return _("%(hint)s This time, please confirm with your passkey.") % {"hint": hint}
     return _("%(hint)s This time, please also use the code from your authenticator app.") % {
         "hint": hint
     }
@@ -168,6 +190,9 @@ def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeFo
             code=form.cleaned_data["code"],
             submission_id=form.cleaned_data["submission_id"],
             context=RequestContext.from_request(request),
+            passkey_binding=passkeys.session_binding(request.session)
+            if channel == Channel.PASSKEY
+            else "",
         )
     except services.CaseNotFound as error:
         raise Http404 from error
@@ -176,8 +201,12 @@ def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeFo
     if result == CheckResult.OK:
         return redirect("activation:detail", case_id=case_id)
     if result == CheckResult.STEP_UP:
-        request.session[_session_key(case_id)] = Channel.TOTP
-        messages.warning(request, _step_up_message(_("Thank you, that code was right.")))
+        stronger = stronger_channel(request.user)
+        request.session[_session_key(case_id)] = stronger
+        messages.warning(request, _step_up_message(_("Thank you, that was right."), stronger))
+        return redirect("activation:retry", case_id=case_id)
+    if channel == Channel.PASSKEY:
+        messages.error(request, PASSKEY_MESSAGES[result])
         return redirect("activation:retry", case_id=case_id)
     if result in (CheckResult.EXPIRED, CheckResult.BURNED):
         if result == CheckResult.BURNED:
@@ -195,6 +224,8 @@ def _verify(request: HttpRequest, case_id: int, channel: str, form: VerifyCodeFo
 @limit_retry_posts
 def retry(request: HttpRequest, case_id: int) -> HttpResponse:
     action = request.POST.get("action")
+    if action == "verify_passkey":
+        return _verify_passkey(request, case_id)
     verify_form = VerifyCodeForm(request.POST) if action == "verify" else VerifyCodeForm()
     # The hot path of a surge: the code goes straight to the service, which locks the case and
     # checks its state; the page is built only to show an error.
@@ -228,6 +259,8 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
             return _send(request, case, choose_form.cleaned_data["channel"])
     elif action == "use_app":
         return _send(request, case, Channel.TOTP)
+    elif action == "use_passkey":
+        return _send(request, case, Channel.PASSKEY)
 
     channel = None if request.GET.get("choose") else _current_channel(request, case, options)
     option = next((o for o in options if o.channel == channel), None)
@@ -239,6 +272,7 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
             "line": case.credit_line,
             "options": options,
             "can_use_app": any(o.channel == Channel.TOTP for o in options),
+            "can_use_passkey": any(o.channel == Channel.PASSKEY for o in options),
             "choose_form": choose_form,
             "form": verify_form,
             "channel": option,
@@ -249,3 +283,33 @@ def retry(request: HttpRequest, case_id: int) -> HttpResponse:
             "explanation": explain(case.failure_reason) if case.state == CaseState.FAILED else None,
         },
     )
+
+
+def _verify_passkey(request: HttpRequest, case_id: int) -> HttpResponse:
+    """The passkey's answer, posted by the page's script; any problem is told on the page."""
+    form = PasskeyAnswerForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request, " ".join(form.errors.get("code", [])) or PASSKEY_MESSAGES[CheckResult.INVALID]
+        )
+        return redirect("activation:retry", case_id=case_id)
+    return _verify(request, case_id, Channel.PASSKEY, form)
+
+
+@login_required
+@require_POST
+@limit_retry_posts
+def passkey_options(request: HttpRequest, case_id: int) -> HttpResponse:
+    """What the retry page's script hands the browser to ask for the customer's passkey."""
+    try:
+        return options_response(
+            lambda: services.passkey_options(
+                case_id=case_id,
+                customer=request.user,
+                binding=passkeys.session_binding(request.session),
+            )
+        )
+    except services.CaseNotFound as error:
+        raise Http404 from error
+    except TransitionNotAllowed:
+        return JsonResponse({"redirect": reverse("activation:detail", args=[case_id])})

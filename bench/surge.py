@@ -94,6 +94,8 @@ def environment(workdir: Path) -> dict[str, str]:
         SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback stands in for the TLS proxy
         CORE_API_TOKEN=secrets.token_urlsafe(24),
         CORE_WEBHOOK_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        WEBAUTHN_RP_ID="localhost",
+        WEBAUTHN_ORIGINS="https://localhost",
         DATABASE_URL=f"{PG}/{DB_NAME}",
         CELERY_BROKER_URL=REDIS,
         CACHE_URL=REDIS.replace("redis://", "rediscache://"),

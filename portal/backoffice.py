@@ -3,10 +3,11 @@
 from collections.abc import Callable
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,12 +17,17 @@ from django.views.decorators.csrf import csrf_protect
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.forms import limit_username_length
 from accounts.limits import limit_sign_in_posts
+from audit.services import record_system_event
 from portal.middleware import client_ip, start_staff_session
-from verification import backup_codes
+from verification import backup_codes, passkeys
 from verification.enrolment import open_enrolment
+from verification.models import Purpose
+from verification.passkey_http import options_response
+from verification.services import CheckResult
 
 # The reset whose enrolment window this session, signed in by password alone, may use.
 ENROLMENT_SESSION_KEY = "backoffice_enrolment_reset"
@@ -38,6 +44,13 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
     """
 
     otp_device = forms.CharField(required=False, widget=forms.HiddenInput)
+    # The browser's answer to this session's passkey request, put here by static/js/passkey.js.
+    passkey = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=passkeys.MAX_RESPONSE_LENGTH,
+        widget=forms.HiddenInput(attrs={"data-passkey-field": ""}),
+    )
     # django-otp's own label, "OTP Token", has no Chinese translation.
     otp_token = forms.CharField(
         required=False,
@@ -50,6 +63,9 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
         limit_username_length(self)
 
     def clean_otp(self, user) -> None:
+        if user is not None and self.cleaned_data.get("passkey"):
+            self._verify_passkey(user)
+            return
         if user is not None and not backoffice_factors(user):
             window = open_enrolment(user)
             if window is None:
@@ -64,11 +80,39 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
             return
         super().clean_otp(user)
 
+    def _verify_passkey(self, user) -> None:
+        """The staff member's passkey instead of a code: one request, from this session only."""
+        ip = client_ip(self.request) if self.request is not None else None
+        checked = passkeys.check_assertion(
+            user=user,
+            purpose=Purpose.STAFF_SIGN_IN,
+            binding=passkeys.session_binding(self.request.session),
+            response=self.cleaned_data["passkey"],
+        )
+        record_system_event(
+            kind="staff.passkey_sign_in"
+            if checked.result == CheckResult.OK
+            else "staff.passkey_sign_in_refused",
+            actor=user,
+            data={"user_id": user.pk, "passkey": getattr(checked.passkey, "pk", None)}
+            if checked.passkey is not None
+            else {"user_id": user.pk, "result": str(checked.result), "why": checked.why},
+            ip=ip,
+        )
+        if checked.passkey is None or not user.is_staff:
+            raise forms.ValidationError(
+                _("Your passkey was not accepted. Try again, or enter the code from your app."),
+                code="passkey_refused",
+            )
+        user.otp_device = checked.passkey
+
     def _chosen_device(self, user):
         device = super()._chosen_device(user)
         # A device posted by id counts only if it is one meant for the back office: a code
         # texted for a password reset or an activation must never open it.
-        if device is not None and not is_backoffice_factor(device):
+        if device is not None and (
+            not is_backoffice_factor(device) or isinstance(device, WebAuthnCredential)
+        ):
             device = None
         if device is None and user is not None:
             device = device_for_token(user, self.cleaned_data.get("otp_token") or "")
@@ -85,9 +129,10 @@ class BackofficeAuthenticationForm(OTPAdminAuthenticationForm):
         return verified
 
 
-# The second factors that open the back office, in the order they are tried. A passkey device
-# joins this tuple when staff get one; devices that receive codes by SMS or e-mail never do.
-BACKOFFICE_FACTOR_MODELS = (TOTPDevice, StaticDevice)
+# The second factors that open the back office. A passkey answers its own request (the form's
+# ``passkey`` field), never a typed code; devices that receive codes by SMS or e-mail never
+# open the back office at all.
+BACKOFFICE_FACTOR_MODELS = (TOTPDevice, StaticDevice, WebAuthnCredential)
 
 
 def require_app_session(request) -> None:
@@ -125,7 +170,7 @@ def device_for_token(user, token: str):
     if backup_codes.looks_like_backup_code(token):
         return backup_codes.locked_backup_device(user)
     app = next(
-        (device for device in backoffice_factors(user) if not isinstance(device, StaticDevice)),
+        (device for device in backoffice_factors(user) if isinstance(device, TOTPDevice)),
         None,
     )
     # No app (none set up yet): the code is wrong for the backup codes, not "pick a device".
@@ -231,8 +276,45 @@ class BackofficeSite(OTPAdminSite):
             status=status,
         )
 
+    def passkey_options(self, request) -> HttpResponse:
+        """The passkey request of a sign-in: the password first, as limited as the form's."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return limit_sign_in_posts(self._passkey_options)(request)
+
+    @staticmethod
+    def _passkey_options(request) -> HttpResponse:
+        form = AuthenticationForm(request, data=request.POST)
+        limit_username_length(form)
+        user = form.get_user() if form.is_valid() else None
+        if user is None or not user.is_staff:
+            return JsonResponse(
+                {
+                    "code": "invalid_login",
+                    "message": str(
+                        _("Enter the username and password of a staff account, then try again.")
+                    ),
+                    "details": {},
+                },
+                status=400,
+            )
+        return options_response(
+            lambda: passkeys.authentication_options(
+                user=user,
+                purpose=Purpose.STAFF_SIGN_IN,
+                binding=passkeys.session_binding(request.session),
+            )
+        )
+
     def get_urls(self):
         pages = [path(route, self.admin_view(view), name=name) for route, view, name in self._pages]
+        pages.append(
+            path(
+                "login/passkey-options/",
+                csrf_protect(never_cache(self.passkey_options)),
+                name="passkey-options",
+            )
+        )
         if self._enrolment_page is not None:
             route, view, name = self._enrolment_page
             pages.append(path(route, csrf_protect(never_cache(view)), name=name))

@@ -64,6 +64,8 @@ if PRODUCTION:
         problems.append("CORE_API_TOKEN must be set")
     if env.str("CORE_WEBHOOK_SECRET", default="") in {"", _DEVELOPMENT_WEBHOOK_SECRET}:
         problems.append("CORE_WEBHOOK_SECRET must be set")
+    if not env.str("WEBAUTHN_RP_ID", default="") or not env.list("WEBAUTHN_ORIGINS", default=[]):
+        problems.append("WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS must name the passkeys' domain")
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems) + ".")
 
@@ -79,6 +81,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "django_otp_webauthn",
     "phonenumber_field",
     "pgtrigger",
     "axes",
@@ -397,6 +400,41 @@ PHONENUMBER_DEFAULT_REGION = "CN"
 PHONENUMBER_DB_FORMAT = "E164"
 
 OTP_TOTP_ISSUER = "Activation Rescue"
+
+# --- Passkeys (WebAuthn, through django-otp-webauthn; see verification/passkeys.py) ----------
+# The relying party: the registrable domain passkeys are bound to (changing it later strands
+# every passkey), and the exact origins pages are served from. Browsers allow passkeys on https,
+# and on http only for localhost; production requires both settings and https origins.
+OTP_WEBAUTHN_RP_ID = env.str("WEBAUTHN_RP_ID", default="localhost")
+OTP_WEBAUTHN_RP_NAME = "Activation Rescue"
+OTP_WEBAUTHN_ALLOWED_ORIGINS = env.list("WEBAUTHN_ORIGINS", default=["http://localhost:8000"])
+OTP_WEBAUTHN_HELPER_CLASS = "verification.passkeys.PortalWebAuthnHelper"
+# A passkey is a second factor here (after the password), never a way in on its own.
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+# How long a passkey request (its challenge) may be answered.
+OTP_WEBAUTHN_TIMEOUT_SECONDS = env.int("WEBAUTHN_TIMEOUT_SECONDS", default=180)
+if not 30 <= OTP_WEBAUTHN_TIMEOUT_SECONDS <= 600:
+    raise ImproperlyConfigured("WEBAUTHN_TIMEOUT_SECONDS must be from 30 to 600.")
+
+
+def _passkey_problems(rp_id: str, origins: list[str]) -> list[str]:
+    from urllib.parse import urlsplit
+
+    problems = []
+    for origin in origins:
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        if parts.scheme != "https" and host != "localhost":
+            problems.append(f"passkey origin {origin!r} must use https")
+        if host != rp_id and not host.endswith("." + rp_id):
+            problems.append(f"passkey origin {origin!r} is not on {rp_id!r} or a subdomain of it")
+    return problems
+
+
+if _problems := _passkey_problems(OTP_WEBAUTHN_RP_ID, OTP_WEBAUTHN_ALLOWED_ORIGINS):
+    raise ImproperlyConfigured("; ".join(_problems) + ".")
+if PRODUCTION and any(not o.startswith("https://") for o in OTP_WEBAUTHN_ALLOWED_ORIGINS):
+    raise ImproperlyConfigured("Refusing to start in production: passkey origins must use https.")
 # No one, superusers included, reads another person's authenticator secret or QR code.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 

@@ -3,6 +3,8 @@ from django_otp.plugins.otp_static.admin import StaticDeviceAdmin
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.admin import WebAuthnCredentialAdmin
+from django_otp_webauthn.models import WebAuthnCredential
 
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
 
@@ -11,6 +13,8 @@ from .admin_views import (
     enrol_authenticator,
     own_authenticator,
     own_backup_codes,
+    own_passkey_options,
+    own_passkeys,
 )
 
 
@@ -56,15 +60,24 @@ class BackofficeStaticDeviceAdmin(ReadOnlyDeviceAdmin, StaticDeviceAdmin):
         return []
 
 
+class BackofficePasskeyAdmin(ReadOnlyDeviceAdmin, WebAuthnCredentialAdmin):
+    """Whose passkeys there are and when each was last used; the library's admin, read-only."""
+
+
 # Any other django-otp device registered here (a passkey) takes ReadOnlyDeviceAdmin too;
 # verification/tests/test_admin.py checks every device model on this site.
 backoffice.register(TOTPDevice, BackofficeTOTPDeviceAdmin)
 backoffice.register(StaticDevice, BackofficeStaticDeviceAdmin)
+backoffice.register(WebAuthnCredential, BackofficePasskeyAdmin)
 # Customers' SMS devices hold only code digests; staff have no reason to browse them.
 
 
 backoffice.register_page("authenticator/", own_authenticator, name="authenticator")
 backoffice.register_page("backup-codes/", own_backup_codes, name="backup-codes")
+backoffice.register_page("passkeys/", own_passkeys, name="passkeys")
+backoffice.register_page(
+    "passkeys/options/", own_passkey_options, name="passkey-registration-options"
+)
 backoffice.register_page("authenticator-resets/", authenticator_resets, name="authenticator-resets")
 backoffice.register_enrolment_page(
     "authenticator/enrol/", enrol_authenticator, name="authenticator-enrol"

@@ -17,13 +17,18 @@ from portal.backoffice import ENROLMENT_SESSION_KEY, backoffice, require_app_ses
 from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 
-from . import backup_codes, enrolment, factors, reset_history
+from . import backup_codes, enrolment, factors, passkeys, reset_history
 from .factor_forms import (
+    AddPasskeyForm,
     AuthenticatorResetRequestForm,
     EnrolAuthenticatorForm,
     RegenerateBackupCodesForm,
+    RemoveStaffPasskeyForm,
     ReplaceStaffAuthenticatorForm,
+    StaffPasskeyProofForm,
 )
+from .passkey_http import options_response
+from .services import CheckResult
 
 REPLACE_ERRORS = {
     factors.FactorChangeResult.NOTHING_PENDING: gettext_lazy("Start again: no new app is waiting."),
@@ -116,6 +121,90 @@ def own_backup_codes(request: HttpRequest) -> HttpResponse:
         form=form,
         new_codes=new_codes,
         codes_left=backup_codes.backup_codes_left(staff),
+    )
+
+
+WRONG_APP_CODE = gettext_lazy("The code from your authenticator app is not right.")
+PASSKEY_REFUSED = gettext_lazy(
+    "The passkey was not added (it may be yours already, or the request ended). "
+    "Enter a code from your app and try again."
+)
+
+
+def own_passkeys(request: HttpRequest) -> HttpResponse:
+    """A staff member's passkeys: add one (after a code from the app), see them, remove one.
+
+    A session signed in with a backup code changes none of them (``require_app_session``).
+    """
+    staff = request.user
+    action = request.POST.get("action", "") if request.method == "POST" else ""
+    if action:
+        require_app_session(request)
+    user_passkeys = list(passkeys.passkeys_for(staff))
+    binding = passkeys.session_binding(request.session)
+    prove_form = StaffPasskeyProofForm(prefix="prove")
+    add_form = AddPasskeyForm()
+    remove_form = RemoveStaffPasskeyForm(prefix="remove", passkeys=user_passkeys)
+    if action == "prove":
+        prove_form = StaffPasskeyProofForm(request.POST, prefix="prove")
+        if prove_form.is_valid():
+            result = factors.open_staff_passkey_registration(
+                staff=staff, current_code=prove_form.cleaned_data["current_code"], binding=binding
+            )
+            if result == factors.FactorChangeResult.OK:
+                return redirect("backoffice:passkeys")
+            prove_form.add_error("current_code", WRONG_APP_CODE)
+    elif action == "add":
+        add_form = AddPasskeyForm(request.POST)
+        if add_form.is_valid():
+            outcome = factors.complete_staff_passkey_registration(
+                staff=staff,
+                binding=binding,
+                name=add_form.cleaned_data["name"],
+                response=add_form.cleaned_data["credential"],
+                ip=client_ip(request),
+            )
+            if outcome.result == CheckResult.OK:
+                messages.success(request, _("Your passkey is added."))
+            else:
+                messages.error(request, PASSKEY_REFUSED)
+            return redirect("backoffice:passkeys")
+    elif action == "remove":
+        remove_form = RemoveStaffPasskeyForm(request.POST, prefix="remove", passkeys=user_passkeys)
+        if remove_form.is_valid():
+            result = factors.remove_staff_passkey(
+                staff=staff,
+                passkey_id=remove_form.cleaned_data["passkey"],
+                current_code=remove_form.cleaned_data["current_code"],
+                ip=client_ip(request),
+            )
+            if result == factors.FactorChangeResult.OK:
+                messages.success(request, _("The passkey was removed."))
+                return redirect("backoffice:passkeys")
+            remove_form.add_error("current_code", WRONG_APP_CODE)
+    forms_with_errors = [f for f in (prove_form, add_form, remove_form) if f.is_bound and f.errors]
+    return backoffice.page(
+        request,
+        "backoffice/passkeys.html",
+        _("My passkeys"),
+        status=400 if forms_with_errors else 200,
+        passkeys=user_passkeys,
+        prove_form=prove_form,
+        add_form=add_form,
+        remove_form=remove_form,
+        adding=passkeys.registration_pending(user=staff, binding=binding),
+    )
+
+
+def own_passkey_options(request: HttpRequest) -> HttpResponse:
+    """What the passkeys page's script hands the browser to create a passkey."""
+    if request.method != "POST":
+        raise BadRequest("POST only")
+    require_app_session(request)
+    return options_response(
+        lambda: passkeys.registration_options(
+            user=request.user, binding=passkeys.session_binding(request.session)
+        )
     )
 
 

@@ -7,6 +7,7 @@ from accounts.models import User
 
 from .forms import code_field
 from .models import Channel
+from .passkeys import MAX_RESPONSE_LENGTH
 
 PROOF_CHOICES = [
     (Channel.TOTP.value, _("A code from my current authenticator app")),
@@ -32,6 +33,32 @@ class ProofForm(forms.Form):
             self.fields["proof_channel"].initial = Channel.TOTP.value
 
 
+class RemovePasskeyForm(ProofForm):
+    passkey = forms.TypedChoiceField(label=_("Passkey to remove"), coerce=int)
+    field_order = ["passkey", "proof_channel", "proof_code"]
+
+    def __init__(self, *args, passkeys=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["passkey"].choices = [(passkey.pk, passkey.name) for passkey in passkeys]
+
+
+class AddPasskeyForm(forms.Form):
+    """The new passkey's name, and the browser's answer that the page's script fills in."""
+
+    name = forms.CharField(
+        label=_("Name it (for example, the phone it is on)"), max_length=64, required=False
+    )
+    credential = forms.CharField(
+        max_length=MAX_RESPONSE_LENGTH,
+        strip=False,
+        widget=forms.HiddenInput(attrs={"data-passkey-field": ""}),
+        error_messages={
+            "required": _("Your browser sent no new passkey. Please try again."),
+            "max_length": _("Your browser's answer was not one a passkey gives. Please try again."),
+        },
+    )
+
+
 class ConfirmNewAppForm(ProofForm):
     code = code_field(_("Code from the new app"))
     field_order = ["code", "proof_channel", "proof_code"]
@@ -40,6 +67,19 @@ class ConfirmNewAppForm(ProofForm):
 class ReplaceStaffAuthenticatorForm(forms.Form):
     current_code = code_field(_("Code from your current app"))
     new_code = code_field(_("Code from the new app"))
+
+
+class StaffPasskeyProofForm(forms.Form):
+    current_code = code_field(_("Code from your authenticator app"))
+
+
+class RemoveStaffPasskeyForm(StaffPasskeyProofForm):
+    passkey = forms.TypedChoiceField(label=_("Passkey to remove"), coerce=int)
+    field_order = ["passkey", "current_code"]
+
+    def __init__(self, *args, passkeys=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["passkey"].choices = [(passkey.pk, passkey.name) for passkey in passkeys]
 
 
 class RegenerateBackupCodesForm(forms.Form):

@@ -20,12 +20,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.models import User
 from audit.services import record_system_event
 from portal.errors import DomainError
 
-from . import enrolment, reset_history
+from . import enrolment, passkeys, reset_history
 from .models import AuthenticatorReset, Channel, Purpose
 from .normalize import normalize_code
 from .services import CheckResult, IssuedCode, check_code, issue_code
@@ -223,6 +224,79 @@ def remove_totp(
     return FactorChangeResult.OK
 
 
+@transaction.atomic
+def open_passkey_registration(
+    *, user: User, proof_channel: str, proof_code: str, binding: str
+) -> FactorChangeResult:
+    """Let this session add one passkey for a few minutes, given proof of the current factor."""
+    _require_customer(user)
+    if not _proof_holds(user, proof_channel, proof_code):
+        return FactorChangeResult.WRONG_PROOF
+    passkeys.open_registration(user=user, binding=binding)
+    return FactorChangeResult.OK
+
+
+@transaction.atomic
+def remove_passkey(
+    *, user: User, passkey_id: int, proof_channel: str, proof_code: str, ip: str | None = None
+) -> FactorChangeResult:
+    """Remove one of the customer's passkeys, given proof of the current factor."""
+    _require_customer(user)
+    if not _proof_holds(user, proof_channel, proof_code):
+        return FactorChangeResult.WRONG_PROOF
+    if not passkeys.remove(user=user, passkey_id=passkey_id, ip=ip):
+        return FactorChangeResult.NOTHING_PENDING
+    return FactorChangeResult.OK
+
+
+def complete_passkey_registration(
+    *, user: User, binding: str, name: str, response: str, ip: str | None = None
+) -> passkeys.PasskeyCheck:
+    _require_customer(user)
+    return passkeys.complete_registration(
+        user=user, binding=binding, name=name, response=response, ip=ip
+    )
+
+
+# --- Staff: passkeys, added and removed with a code from the app ---------------------------
+
+
+def complete_staff_passkey_registration(
+    *, staff: User, binding: str, name: str, response: str, ip: str | None = None
+) -> passkeys.PasskeyCheck:
+    _require_staff(staff)
+    return passkeys.complete_registration(
+        user=staff, binding=binding, name=name, response=response, ip=ip
+    )
+
+
+def _staff_app_code_holds(staff: User, code: str) -> bool:
+    return _new_code_matches(_locked_device(staff, confirmed=True), code)
+
+
+@transaction.atomic
+def open_staff_passkey_registration(
+    *, staff: User, current_code: str, binding: str
+) -> FactorChangeResult:
+    _require_staff(staff)
+    if not _staff_app_code_holds(staff, current_code):
+        return FactorChangeResult.WRONG_PROOF
+    passkeys.open_registration(user=staff, binding=binding)
+    return FactorChangeResult.OK
+
+
+@transaction.atomic
+def remove_staff_passkey(
+    *, staff: User, passkey_id: int, current_code: str, ip: str | None = None
+) -> FactorChangeResult:
+    _require_staff(staff)
+    if not _staff_app_code_holds(staff, current_code):
+        return FactorChangeResult.WRONG_PROOF
+    if not passkeys.remove(user=staff, passkey_id=passkey_id, ip=ip):
+        return FactorChangeResult.NOTHING_PENDING
+    return FactorChangeResult.OK
+
+
 # --- Staff: replacing one's own app ------------------------------------------------------------
 
 
@@ -380,6 +454,8 @@ def approve_authenticator_reset(
     # together) must not get in, and the member's sign-in must find no factor to reach the
     # set-up page. With the new app set up, they make new codes themselves.
     StaticDevice.objects.filter(user=member).delete()
+    # And the passkeys: a reset starts the member again from the app alone.
+    WebAuthnCredential.objects.filter(user=member).delete()
     _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
     # An earlier approval's window that was never used closes: one way in at a time.
     AuthenticatorReset.objects.filter(

@@ -16,6 +16,7 @@ class Channel(models.TextChoices):
     SMS = "sms", _("SMS")
     EMAIL = "email", _("E-mail")
     TOTP = "totp", _("Authenticator app")
+    PASSKEY = "passkey", _("Passkey")
 
 
 class Purpose(models.TextChoices):
@@ -23,6 +24,8 @@ class Purpose(models.TextChoices):
     PASSWORD_RESET = "password_reset", _("Password reset")
     # Proves the customer before their authenticator app is set up, replaced or removed.
     FACTOR_CHANGE = "factor_change", _("Change of second factor")
+    # A staff member's back-office sign-in (a passkey's challenge; their codes come from an app).
+    STAFF_SIGN_IN = "staff_sign_in", _("Back-office sign-in")
 
 
 class HashedCodeDevice(ThrottlingMixin, CooldownMixin, SideChannelDevice):
@@ -150,6 +153,40 @@ class CodeDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.destination} at {self.sent_at:%Y-%m-%d %H:%M}"
+
+
+class PasskeyChallenge(ThrottlingMixin, models.Model):
+    """A passkey request waiting for its answer: what a sent code is to SMS, for one purpose.
+
+    One per user and purpose; a new request replaces the old, as a new code does. It is answered
+    only from the browser session that asked for it (``binding``: a keyed digest of a random
+    value kept in that session), works once (consumed by a conditional delete, so two racing
+    answers cannot both pass) and until ``valid_until``. Wrong answers are counted and throttled
+    as wrong codes are (``verification.passkeys``).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    # The activation case a request for ``Purpose.ACTIVATION`` belongs to; it answers no other.
+    case_id = models.BigIntegerField(null=True, blank=True)
+    challenge = models.CharField(max_length=128)  # base64url, as sent to the browser
+    binding = models.CharField(max_length=64)
+    valid_until = models.DateTimeField()
+    failures = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "purpose"], name="one_passkey_request_per_purpose"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"passkey request of user {self.user_id} for {self.purpose}"
+
+    def get_throttle_factor(self) -> int:
+        return settings.VERIFICATION_THROTTLE_FACTOR
 
 
 class AuthenticatorReset(models.Model):

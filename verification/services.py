@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.masking import mask_email, mask_phone_number
 from accounts.models import User
@@ -99,6 +100,11 @@ def channel_options(user: User, *, purpose: str = Purpose.ACTIVATION) -> list[Ch
         options.append(ChannelOption(Channel.EMAIL, mask_email(user.email), True))
     if purpose == Purpose.ACTIVATION and TOTPDevice.objects.devices_for_user(user, confirmed=True):
         options.append(ChannelOption(Channel.TOTP, "", False))
+    if (
+        purpose == Purpose.ACTIVATION
+        and WebAuthnCredential.objects.filter(user=user, confirmed=True).exists()
+    ):
+        options.append(ChannelOption(Channel.PASSKEY, "", False))
     return options
 
 
@@ -136,7 +142,7 @@ def _masked(channel: str, destination: str) -> str:
     return mask_phone_number(destination) if channel == Channel.SMS else mask_email(destination)
 
 
-def _check_hourly_limits(user: User, destination: str, purpose: str) -> None:
+def check_hourly_limits(user: User, destination: str, purpose: str) -> None:
     since = timezone.now() - timedelta(hours=1)
     # Counted per purpose: anyone can ask for password-reset codes for any number, and those
     # must never use up the customer's activation or factor-change codes.
@@ -181,7 +187,7 @@ def issue_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -
     if not allowed:
         raise ResendTooSoon(retry_at=info["next_generation_at"])
     destination = _destination(device)
-    _check_hourly_limits(user, destination, purpose)
+    check_hourly_limits(user, destination, purpose)
 
     code = device.generate_token(commit=False)
     device.cooldown_set(commit=False)
@@ -225,8 +231,8 @@ def _existing_code_device(user: User, channel: str, purpose: str) -> HashedCodeD
 
 def has_live_code(*, user: User, channel: str, purpose: str = Purpose.ACTIVATION) -> bool:
     """Whether a code sent on ``channel`` is waiting to be entered."""
-    if channel == Channel.TOTP:
-        return True
+    if channel in (Channel.TOTP, Channel.PASSKEY):
+        return True  # the customer makes the code (or the passkey's answer) when asked
     device = _existing_code_device(user, channel, purpose)
     return device is not None and device.has_live_code()
 

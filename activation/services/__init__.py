@@ -13,7 +13,7 @@ from .core_updates import (
     record_core_callback,
 )
 from .outbox import deliver_core_request, due_core_request_ids, record_core_result
-from .retry import VerificationStarted, start_verification, verify_and_submit
+from .retry import VerificationStarted, passkey_options, start_verification, verify_and_submit
 
 __all__ = [
     "CaseNotFound",
@@ -23,6 +23,7 @@ __all__ = [
     "due_core_request_ids",
     "escalate_overdue_cases",
     "open_case",
+    "passkey_options",
     "reconcile_activations",
     "record_core_callback",
     "record_core_result",

@@ -15,6 +15,7 @@ from risk.services.checkpoint import (
     established_strong_channels,
     strongest_decision_since,
 )
+from verification.models import Channel
 
 from ..models import ActivationCase, ActorType, FailureReason
 from ..timeline import RequestContext, append_case_event
@@ -80,6 +81,12 @@ def needs_stronger_factor(decision: str, channel: str, customer: User) -> bool:
 
 def has_stronger_factor(customer: User) -> bool:
     return bool(established_strong_channels(customer))
+
+
+def stronger_channel(customer: User) -> str:
+    """The stronger factor to ask for at a step-up: a passkey if the customer has one."""
+    established = established_strong_channels(customer)
+    return Channel.PASSKEY if Channel.PASSKEY in established else Channel.TOTP
 
 
 def hold_for_review(case: ActivationCase, assessment: Assessment, *, detail: str) -> None:

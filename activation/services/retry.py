@@ -10,7 +10,8 @@ from django.db import transaction
 from accounts.models import User
 from risk.models import Moment
 from risk.services import trust_device
-from verification.models import Channel
+from verification import passkeys
+from verification.models import Channel, Purpose
 from verification.services import (
     ChannelUnavailable,
     CheckResult,
@@ -100,8 +101,8 @@ def start_verification(
         return VerificationStarted(
             channel=channel, delivered=False, step_up=True, hint=assessment.customer_hint()
         )
-    if channel == Channel.TOTP:
-        if not any(option.channel == Channel.TOTP for option in channel_options(customer)):
+    if channel in (Channel.TOTP, Channel.PASSKEY):
+        if not any(option.channel == channel for option in channel_options(customer)):
             raise ChannelUnavailable()
         append_case_event(case, kind="verification.started", data={"channel": channel}, **actor)
         return VerificationStarted(channel=channel)
@@ -165,6 +166,21 @@ def _fail_locked_out(case: ActivationCase, actor: dict[str, Any]) -> None:
 
 
 @transaction.atomic
+def passkey_options(*, case_id: int, customer: User, binding: str) -> dict[str, Any]:
+    """A passkey request for this case's verification, as ``navigator.credentials.get`` takes it.
+
+    Only while the case waits for verification: a request belongs to one case and answers no
+    other, nor any other purpose.
+    """
+    case = lock_case(case_id, customer=customer)
+    if case.state != S.PENDING_VERIFICATION:
+        raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
+    return passkeys.authentication_options(
+        user=customer, purpose=Purpose.ACTIVATION, binding=binding, case_id=case.pk
+    )
+
+
+@transaction.atomic
 def verify_and_submit(
     *,
     case_id: int,
@@ -173,8 +189,10 @@ def verify_and_submit(
     channel: str = Channel.SMS,
     submission_id: uuid.UUID | None = None,
     context: RequestContext = SYSTEM_CONTEXT,
+    passkey_binding: str = "",
 ) -> CheckResult:
-    """Check the customer's code; if right, queue the activation for the core.
+    """Check the customer's code (or, on ``Channel.PASSKEY``, the browser's answer to this
+    session's passkey request); if right, queue the activation for the core.
 
     The same form submitted twice (a double tap, a browser retry after a timeout) gets the first
     answer again, and a right code entered after it already worked is answered as the success
@@ -185,21 +203,44 @@ def verify_and_submit(
         earlier = CodeSubmission.objects.filter(case=case, submission_id=submission_id).first()
         if earlier is not None:
             return CheckResult(earlier.result)
-    result = _verify_and_submit(case, customer, code, channel, context)
+    result = _verify_and_submit(case, customer, code, channel, context, passkey_binding)
     if submission_id is not None:
         CodeSubmission.objects.create(case=case, submission_id=submission_id, result=result)
     return result
 
 
+def _check(
+    case: ActivationCase, customer: User, code: str, channel: str, binding: str
+) -> tuple[CheckResult, dict[str, Any]]:
+    """The code's (or passkey answer's) result, and what the timeline should say about it."""
+    if channel != Channel.PASSKEY:
+        return check_code(user=customer, channel=channel, code=code), {}
+    checked = passkeys.check_assertion(
+        user=customer,
+        purpose=Purpose.ACTIVATION,
+        binding=binding,
+        response=code,
+        case_id=case.pk,
+    )
+    if checked.passkey is not None:
+        return checked.result, {"passkey": checked.passkey.pk}
+    return checked.result, {"why": checked.why}
+
+
 def _verify_and_submit(
-    case: ActivationCase, customer: User, code: str, channel: str, context: RequestContext
+    case: ActivationCase,
+    customer: User,
+    code: str,
+    channel: str,
+    context: RequestContext,
+    binding: str,
 ) -> CheckResult:
     if case.state in ALREADY_VERIFIED_STATES:
         return CheckResult.OK
     if case.state != S.PENDING_VERIFICATION:
         raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
 
-    result = check_code(user=customer, channel=channel, code=code)
+    result, detail = _check(case, customer, code, channel, binding)
     checked = checkpoint.check(
         case,
         customer,
@@ -212,9 +253,13 @@ def _verify_and_submit(
     actor = {"actor_type": ActorType.CUSTOMER, "actor": customer, "context": context}
     if result != CheckResult.OK:
         append_case_event(
-            case, kind="verification.failed", data={"channel": channel, "result": result}, **actor
+            case,
+            kind="verification.failed",
+            data={"channel": channel, "result": result, **detail},
+            **actor,
         )
-        if result == CheckResult.EXPIRED:
+        # An expired passkey request is only asked again; an expired code failed the attempt.
+        if result == CheckResult.EXPIRED and channel != Channel.PASSKEY:
             transition(case, to=S.FAILED, reason=FailureReason.CODE_EXPIRED, **actor)
         elif result == CheckResult.BURNED:
             _fail_locked_out(case, actor)
@@ -223,7 +268,7 @@ def _verify_and_submit(
     append_case_event(
         case,
         kind="verification.succeeded",
-        data={"channel": channel, **_network_change(case, context)},
+        data={"channel": channel, **detail, **_network_change(case, context)},
         **actor,
     )
     decision = checked.attempt

@@ -16,6 +16,8 @@ GOOD = {
     "CORE_WEBHOOK_SECRET": "whsec_cmVhbC1zZWNyZXQtcmVhbC1zZWNyZXQ=",
     "DEBUG": "false",
     "CACHE_URL": "rediscache://127.0.0.1:6379/0",
+    "WEBAUTHN_RP_ID": "rescue.example.com",
+    "WEBAUTHN_ORIGINS": "https://rescue.example.com",
 }
 
 
@@ -48,6 +50,8 @@ def test_production_starts_with_real_settings():
         ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS"),
         ({"CORE_WEBHOOK_SECRET": ""}, "CORE_WEBHOOK_SECRET"),
         ({"CACHE_URL": "locmemcache://"}, "CACHE_URL"),
+        ({"WEBAUTHN_RP_ID": ""}, "WEBAUTHN_RP_ID"),
+        ({"WEBAUTHN_ORIGINS": ""}, "WEBAUTHN_ORIGINS"),
     ],
 )
 def test_production_refuses_insecure_defaults(override, complaint):
@@ -55,6 +59,25 @@ def test_production_refuses_insecure_defaults(override, complaint):
     assert result.returncode != 0
     assert "Refusing to start in production" in result.stderr
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize(
+    "origins", ["https://evil.example.net", "https://rescue.example.com.evil.net"]
+)
+def test_passkey_origins_must_be_on_the_relying_party_domain(origins):
+    result = load_settings(WEBAUTHN_ORIGINS=origins)
+    assert result.returncode != 0
+    assert "is not on 'rescue.example.com'" in result.stderr
+
+
+def test_passkey_origins_must_use_https_but_on_localhost():
+    result = load_settings(WEBAUTHN_ORIGINS="http://rescue.example.com")
+    assert result.returncode != 0
+    assert "'http://rescue.example.com' must use https" in result.stderr
+
+
+def test_passkey_origins_may_be_subdomains():
+    assert load_settings(WEBAUTHN_ORIGINS="https://app.rescue.example.com").returncode == 0
 
 
 def test_production_passes_the_deploy_checks():

@@ -31,7 +31,7 @@ from ..signals import Signals
 logger = logging.getLogger(__name__)
 
 # Factors that satisfy a step-up on their own (a passkey joins them with issue 12).
-STRONG_CHANNELS = frozenset({"totp"})
+STRONG_CHANNELS = frozenset({"totp", "passkey"})
 RISK_LEVELS = {
     Decision.ALLOW: "low",
     Decision.STEP_UP: "medium",
@@ -288,10 +288,11 @@ def strongest_decision_since(case_id: int, since) -> str:
 def established_strong_channels(customer: User) -> frozenset[str]:
     """The stronger factors the customer *already had*: set up at least
     ``RISK_STRONG_FACTOR_MIN_AGE_HOURS`` ago and before the phone number, e-mail or password last
-    changed. Whoever took over a number (a SIM swap) can text themselves a code to set up an app;
-    such an app must not answer the step-up that the swap itself caused.
+    changed. Whoever took over a number (a SIM swap) can text themselves a code to set up an app
+    or add a passkey; neither must answer the step-up that the swap itself caused.
     """
     from django_otp.plugins.otp_totp.models import TOTPDevice
+    from django_otp_webauthn.models import WebAuthnCredential
 
     newest_allowed = timezone.now() - timedelta(hours=settings.RISK_STRONG_FACTOR_MIN_AGE_HOURS)
     for changed in (
@@ -301,10 +302,13 @@ def established_strong_channels(customer: User) -> frozenset[str]:
     ):
         if changed is not None:
             newest_allowed = min(newest_allowed, changed)
-    established = TOTPDevice.objects.filter(
-        user=customer, confirmed=True, created_at__lt=newest_allowed
-    ).exists()
-    return frozenset({"totp"}) if established else frozenset()
+    established = set()
+    for channel, model in (("totp", TOTPDevice), ("passkey", WebAuthnCredential)):
+        if model.objects.filter(
+            user=customer, confirmed=True, created_at__lt=newest_allowed
+        ).exists():
+            established.add(channel)
+    return frozenset(established)
 
 
 def trust_device(*, customer: User, facts: ClientFacts) -> None:
