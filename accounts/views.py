@@ -216,7 +216,8 @@ def _change_passkeys(request: HttpRequest, action: str, has_app: bool, user_pass
 @login_required
 @require_POST
 def passkey_registration_options(request: HttpRequest) -> HttpResponse:
-    """What the account page's script hands the browser to create a passkey."""
+    """What the account page's script hands the browser to create a passkey (staff are sent to
+    the back office before this, by ``portal.middleware.StaffSessionMiddleware``)."""
     return options_response(
         lambda: passkeys.registration_options(
             user=request.user, binding=passkeys.session_binding(request.session)

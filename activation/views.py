@@ -301,15 +301,18 @@ def _verify_passkey(request: HttpRequest, case_id: int) -> HttpResponse:
 @limit_retry_posts
 def passkey_options(request: HttpRequest, case_id: int) -> HttpResponse:
     """What the retry page's script hands the browser to ask for the customer's passkey."""
-    try:
-        return options_response(
-            lambda: services.passkey_options(
-                case_id=case_id,
-                customer=request.user,
-                binding=passkeys.session_binding(request.session),
-            )
+    # Read first: ``options_response`` turns every domain error into the error envelope, and a
+    # case that moved on (verified in another tab, with staff) sends the script to it instead.
+    case = selectors.case_for_customer(request.user, case_id)
+    if case.state != CaseState.PENDING_VERIFICATION:
+        return JsonResponse(
+            {"redirect": reverse("activation:detail", args=[case.pk])},
+            headers={"Cache-Control": "no-store"},
         )
-    except services.CaseNotFound as error:
-        raise Http404 from error
-    except TransitionNotAllowed:
-        return JsonResponse({"redirect": reverse("activation:detail", args=[case_id])})
+    return options_response(
+        lambda: services.passkey_options(
+            case_id=case.pk,
+            customer=request.user,
+            binding=passkeys.session_binding(request.session),
+        )
+    )

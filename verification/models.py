@@ -155,7 +155,17 @@ class CodeDelivery(models.Model):
         return f"{self.channel} to {self.destination} at {self.sent_at:%Y-%m-%d %H:%M}"
 
 
-class PasskeyChallenge(ThrottlingMixin, models.Model):
+class _NothingElseLimits(models.Model):
+    """The end of django-otp's ``verify_is_allowed`` chain for a model that is not a device."""
+
+    class Meta:
+        abstract = True
+
+    def verify_is_allowed(self):
+        return (True, None)
+
+
+class PasskeyChallenge(ThrottlingMixin, _NothingElseLimits):
     """A passkey request waiting for its answer: what a sent code is to SMS, for one purpose.
 
     One per user and purpose; a new request replaces the old, as a new code does. It is answered
