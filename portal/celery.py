@@ -1,10 +1,15 @@
 """The Celery application; its settings live in ``portal.settings`` under ``CELERY_``."""
 
 import os
+from contextvars import Token
+from logging.config import dictConfig
 from typing import Any
 
 from celery import Celery, Task, states
-from celery.signals import task_postrun, task_prerun
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+from django.conf import settings
+
+from portal import logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -40,3 +45,40 @@ def _after_task(*, task: Task, state: str | None = None, **_kwargs: Any) -> None
         # A task that failed (or was interrupted by a time limit) may have left its connection
         # in a state Django cannot detect; start the next one afresh.
         connections.close_all()
+
+
+# The request id travels in this message header into the tasks a request enqueues.
+REQUEST_ID_MESSAGE_HEADER = "portal_request_id"
+# The log context each running task replaced, restored when it ends (an eager task runs inside
+# the request that enqueued it, whose context goes on after it).
+_replaced_log_contexts: dict[str, Token] = {}
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs: Any) -> None:
+    """Log as the web processes do (``settings.LOGGING``), not in Celery's own format."""
+    dictConfig(settings.LOGGING)
+
+
+@before_task_publish.connect
+def _carry_request_id(*, headers: dict[str, Any] | None = None, **_kwargs: Any) -> None:
+    request_id = logs.current().get("request_id")
+    if request_id and headers is not None:
+        headers.setdefault(REQUEST_ID_MESSAGE_HEADER, request_id)
+
+
+@task_prerun.connect
+def _start_task_log_context(*, task_id: str, task: Task, **_kwargs: Any) -> None:
+    # An eager task runs inside the request that queued it and keeps its context (user, case);
+    # a worker's task starts afresh with what its message carries.
+    context = dict(logs.current()) if task.request.is_eager else {}
+    carried = task.request.get(REQUEST_ID_MESSAGE_HEADER) or context.get("request_id")
+    context.update(request_id=carried, task_id=task_id, task_name=task.name)
+    _replaced_log_contexts[task_id] = logs.start(**context)
+
+
+@task_postrun.connect
+def _end_task_log_context(*, task_id: str, **_kwargs: Any) -> None:
+    token = _replaced_log_contexts.pop(task_id, None)
+    if token is not None:
+        logs.end(token)

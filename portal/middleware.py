@@ -1,19 +1,26 @@
 """Middleware shared by all apps."""
 
 import ipaddress
+import re
+import uuid
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
+from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from ipware import get_client_ip
+
+from portal import logs
 
 
 def resolve_client_ip(request: HttpRequest) -> str | None:
@@ -83,6 +90,57 @@ class ClientAddressMiddleware:
         return self.get_response(request)
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a request id from our proxy may look like: a uuid, a hex or base64 token, a trace id.
+# Anything else (huge, control characters, quotes, several headers joined by commas) is replaced.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+
+
+def resolve_request_id(request: HttpRequest) -> str:
+    """Return the id our proxy gave this request in ``X-Request-ID``, or a new one.
+
+    The header is believed only behind a trusted proxy (``TRUSTED_PROXY_COUNT``), which sets or
+    replaces it; without one the client wrote it, and could make its requests look like
+    someone else's in the logs.
+    """
+    if settings.TRUSTED_PROXY_COUNT:
+        offered = request.META.get("HTTP_X_REQUEST_ID", "")
+        if _SANE_REQUEST_ID.fullmatch(offered):
+            return offered
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Give each request an id, carried by every log line it causes and returned to the caller.
+
+    The id is ``request.request_id`` and the response's ``X-Request-ID``; tasks the request
+    enqueues carry it too (``portal.celery``). Once the view is known, so is the user, and their
+    id joins the log context. The context lasts until the response is closed: Django logs a 4xx
+    response ("Not Found: …") only after every middleware has returned.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.request_id = resolve_request_id(request)
+        logs.start(request_id=request.request_id)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request.request_id
+        return response
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> None:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            logs.bind(user_id=user.pk)
+        return None
+
+
+@receiver(request_finished, dispatch_uid="portal.middleware.end_request_log_context")
+def _end_request_log_context(**_kwargs: Any) -> None:
+    logs.clear()
+
+
 # When the staff session began (second factor verified) and when it was last used, in epoch
 # seconds: the session expires when either is too long ago.
 STAFF_SESSION_STARTED_KEY = "staff_session_started_at"
@@ -91,7 +149,7 @@ STAFF_SESSION_SEEN_KEY = "staff_session_seen_at"
 STAFF_SESSION_SEEN_RESOLUTION_SECONDS = 60
 # Customer pages (by URL namespace or name) that a staff session is kept out of.
 CUSTOMER_URL_NAMESPACES = frozenset({"activation"})
-CUSTOMER_URL_NAMES = frozenset({"profile"})
+CUSTOMER_URL_NAMES = frozenset({"profile", "passkey_registration_options"})
 
 
 def start_staff_session(request: HttpRequest) -> None:

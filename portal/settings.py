@@ -4,6 +4,7 @@ Development runs on embedded defaults (SQLite and a filesystem broker in ``var/`
 (``PORTAL_ENV=production``) refuses to start on any insecure default.
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -64,6 +65,9 @@ if PRODUCTION:
         problems.append("CORE_API_TOKEN must be set")
     if env.str("CORE_WEBHOOK_SECRET", default="") in {"", _DEVELOPMENT_WEBHOOK_SECRET}:
         problems.append("CORE_WEBHOOK_SECRET must be set")
+    if "SMS_BACKEND" not in os.environ:
+        # The default writes codes and numbers to a file: a forgotten setting must not do that.
+        problems.append("SMS_BACKEND must be set (verification.sms.HttpGatewayBackend)")
     if not env.str("WEBAUTHN_RP_ID", default="") or not env.list("WEBAUTHN_ORIGINS", default=[]):
         problems.append("WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS must name the passkeys' domain")
     if problems:
@@ -96,6 +100,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: everything after it reads the client's address from request.client_ip.
     "portal.middleware.ClientAddressMiddleware",
+    # Every log line of the request carries its id (X-Request-ID, see TRUSTED_PROXY_COUNT).
+    "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     # Before sessions and CSRF: a method or query the back office has no page for stops here.
@@ -459,12 +465,41 @@ BACKOFFICE_RESET_ROLE_AGE_HOURS = env.float("BACKOFFICE_RESET_ROLE_AGE_HOURS", d
 if not 0 <= BACKOFFICE_RESET_ROLE_AGE_HOURS <= 24 * 90:
     raise ImproperlyConfigured("BACKOFFICE_RESET_ROLE_AGE_HOURS must be from 0 to 2160.")
 
+# --- Logs (portal/logs.py) ------------------------------------------------------------------
+# One line per event on stdout, carrying the request id, user, case and Celery task: JSON in
+# production, readable in development. Phone numbers and secrets are masked in every line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "console")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'console', not {LOG_FORMAT!r}.")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}},
+    "filters": {"context": {"()": "portal.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "portal.logs.JsonFormatter"},
+        "console": {"()": "portal.logs.ConsoleFormatter"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's own handlers (stderr while DEBUG, runserver's request lines, e-mail to
+        # ADMINS) are replaced: its records go to the one handler above like everyone's.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 # --- The risk checkpoint (risk/) -----------------------------------------------------------

@@ -67,7 +67,7 @@ def send_sms(*, to: str, body: str) -> None:
     """Send one message through the configured backend."""
     backend = import_string(settings.SMS_BACKEND)()
     backend.send(to=to, body=body)
-    logger.info("SMS sent to %s through %s", to[:-4] + "****", type(backend).__name__)
+    logger.info("SMS sent to ***%s through %s", to[-4:], type(backend).__name__)
 
 
 class HttpGatewayBackend(BaseBackend):

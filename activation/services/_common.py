@@ -6,6 +6,7 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import User
+from portal import logs
 from portal.queue import enqueue_on_commit
 
 from ..core.client import CoreClient
@@ -20,6 +21,8 @@ def lock_case(case_id: int, *, customer: User | None = None) -> ActivationCase:
     cases = ActivationCase.objects.select_for_update().select_related("credit_line")
     if customer is not None:
         cases = cases.filter(credit_line__customer=customer)
+        # A customer's request is about this one case; a task may lock many in turn.
+        logs.bind(case_id=case_id)
     try:
         return cases.get(pk=case_id)
     except ActivationCase.DoesNotExist as error:

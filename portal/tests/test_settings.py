@@ -18,13 +18,18 @@ GOOD = {
     "CACHE_URL": "rediscache://127.0.0.1:6379/0",
     "WEBAUTHN_RP_ID": "rescue.example.com",
     "WEBAUTHN_ORIGINS": "https://rescue.example.com",
+    "SMS_BACKEND": "verification.sms.HttpGatewayBackend",
 }
 
 
-def load_settings(**overrides: str) -> subprocess.CompletedProcess:
+def load_settings(
+    *, without: tuple[str, ...] = (), **overrides: str
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TEST_"))}
     env.update(GOOD)
     env.update(overrides)
+    for name in without:
+        env.pop(name, None)
     env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
@@ -68,6 +73,12 @@ def test_passkey_origins_must_be_on_the_relying_party_domain(origins):
     result = load_settings(WEBAUTHN_ORIGINS=origins)
     assert result.returncode != 0
     assert "is not on 'rescue.example.com'" in result.stderr
+
+
+def test_production_refuses_to_guess_the_sms_backend():
+    result = load_settings(without=("SMS_BACKEND",))
+    assert result.returncode != 0
+    assert "SMS_BACKEND must be set" in result.stderr
 
 
 def test_passkey_origins_must_use_https_but_on_localhost():

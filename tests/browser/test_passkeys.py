@@ -76,8 +76,6 @@ def text(language: str, message: str) -> str:
         return translation.gettext(message)
 
 
-
-
 class AxeScans:
     """Scan pages as a test walks through them; report every serious problem at the end."""
 
