@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -37,10 +37,9 @@ def record_system_event(
     data: dict[str, Any] | None = None,
     ip: str | None = None,
 ) -> SystemEvent:
-    """Append one event to the system trail."""
-    # Lock the newest event so two writers cannot both extend the chain from it; the unique seq
-    # catches the one case a lock cannot cover, two writers on an empty trail.
-    last = SystemEvent.objects.select_for_update().order_by("-seq").first()
+    """Append one event to the system trail, one writer at a time."""
+    _wait_for_the_chain()
+    last = SystemEvent.objects.order_by("-seq").first()
     event = SystemEvent(
         seq=(last.seq + 1) if last else 1,
         kind=kind,
@@ -53,6 +52,23 @@ def record_system_event(
     event.hash = chain_hash(event_fields(event), event.prev_hash)
     event.save(force_insert=True)
     return event
+
+
+# Any number of our own: the key of the PostgreSQL advisory lock every appender waits on.
+SYSTEM_CHAIN_LOCK = 0x41524348  # "ARCH"
+
+
+def _wait_for_the_chain() -> None:
+    """Hold the system trail's append lock until this transaction ends.
+
+    Locking the newest row is not enough: under READ COMMITTED the writer that waited for it
+    gets the same (old) newest row back once the first commits, and both compute one ``seq``.
+    A transaction-scoped advisory lock serialises the appenders themselves (and works behind a
+    transaction-pooling PgBouncer). SQLite already runs one writer at a time.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYSTEM_CHAIN_LOCK])
 
 
 def find_system_chain_break() -> ChainBreak | None:

@@ -111,11 +111,12 @@ def has_passkey(user: User) -> bool:
 def _issue(user: User, purpose: str, binding: str, case_id: int | None = None) -> bytes:
     """Replace the user's request for ``purpose`` with a new one; return its challenge.
 
-    Raises ``TooManyCodes`` past the purpose's hourly budget (shared with codes), so requests
-    cannot be asked for without end to reset the count of wrong answers.
+    Raises ``TooManyCodes`` past the purpose's hourly budget for passkey requests (as many as
+    codes, counted apart from them), so requests cannot be asked for without end to reset the
+    count of wrong answers.
     """
     destination = f"passkey:{user.pk}"
-    check_hourly_limits(user, destination, purpose)
+    check_hourly_limits(user, destination, purpose, passkey=True)
     CodeDelivery.objects.create(
         user=user, channel=Channel.PASSKEY, destination=destination, purpose=purpose
     )
@@ -184,7 +185,7 @@ def _parse_json(response: str) -> dict | None:
         return None
     try:
         data = json.loads(response)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested thousands deep
         return None
     return data if isinstance(data, dict) else None
 

@@ -142,11 +142,18 @@ def _masked(channel: str, destination: str) -> str:
     return mask_phone_number(destination) if channel == Channel.SMS else mask_email(destination)
 
 
-def check_hourly_limits(user: User, destination: str, purpose: str) -> None:
+def check_hourly_limits(
+    user: User, destination: str, purpose: str, *, passkey: bool = False
+) -> None:
     since = timezone.now() - timedelta(hours=1)
     # Counted per purpose: anyone can ask for password-reset codes for any number, and those
-    # must never use up the customer's activation or factor-change codes.
+    # must never use up the customer's activation or factor-change codes. Passkey requests have
+    # a budget of their own: cancelled fingerprint prompts must not cost the SMS fallback.
     recent = CodeDelivery.objects.filter(purpose=purpose, sent_at__gte=since)
+    if passkey:
+        recent = recent.filter(channel=Channel.PASSKEY)
+    else:
+        recent = recent.exclude(channel=Channel.PASSKEY)
     if (
         recent.filter(user=user).count() >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER
         or recent.filter(destination=destination).count()

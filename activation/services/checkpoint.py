@@ -7,12 +7,15 @@ to the case: a hold hands the case to staff, a step-up asks for a stronger facto
 from dataclasses import dataclass
 from typing import Any
 
+from django_otp.models import Device
+
 from accounts.models import User
 from risk.models import Decision, Moment
 from risk.services import STRONG_CHANNELS, Assessment, evaluate
 from risk.services.checkpoint import (
     RISK_LEVELS,
     established_strong_channels,
+    strong_factor_cutoff,
     strongest_decision_since,
 )
 from verification.models import Channel
@@ -72,10 +75,18 @@ def attempt_decision(case: ActivationCase) -> str:
     return strongest_decision_since(case.pk, case.state_changed_at)
 
 
-def needs_stronger_factor(decision: str, channel: str, customer: User) -> bool:
-    """Whether a step-up still wants more than this channel's code."""
+def needs_stronger_factor(
+    decision: str, channel: str, customer: User, *, passkey: Device | None = None
+) -> bool:
+    """Whether a step-up still wants more than this channel's code (or this passkey).
+
+    A passkey that answered counts only if it is itself one the customer already had: an older
+    passkey on the account says nothing about one added this morning.
+    """
     if decision != Decision.STEP_UP:
         return False
+    if passkey is not None:
+        return not passkey.created_at < strong_factor_cutoff(customer)
     return channel not in STRONG_CHANNELS or channel not in established_strong_channels(customer)
 
 

@@ -211,20 +211,23 @@ def verify_and_submit(
 
 def _check(
     case: ActivationCase, customer: User, code: str, channel: str, binding: str
-) -> tuple[CheckResult, dict[str, Any]]:
-    """The code's (or passkey answer's) result, and what the timeline should say about it."""
+) -> passkeys.PasskeyCheck:
+    """The code's (or passkey answer's) result, with the passkey that answered or why not."""
     if channel != Channel.PASSKEY:
-        return check_code(user=customer, channel=channel, code=code), {}
-    checked = passkeys.check_assertion(
+        return passkeys.PasskeyCheck(check_code(user=customer, channel=channel, code=code))
+    return passkeys.check_assertion(
         user=customer,
         purpose=Purpose.ACTIVATION,
         binding=binding,
         response=code,
         case_id=case.pk,
     )
+
+
+def _timeline_detail(checked: passkeys.PasskeyCheck) -> dict[str, Any]:
     if checked.passkey is not None:
-        return checked.result, {"passkey": checked.passkey.pk}
-    return checked.result, {"why": checked.why}
+        return {"passkey": checked.passkey.pk}
+    return {"why": checked.why} if checked.why else {}
 
 
 def _verify_and_submit(
@@ -240,7 +243,8 @@ def _verify_and_submit(
     if case.state != S.PENDING_VERIFICATION:
         raise TransitionNotAllowed(current=case.state, target=S.SUBMITTING)
 
-    result, detail = _check(case, customer, code, channel, binding)
+    checked_answer = _check(case, customer, code, channel, binding)
+    result, detail = checked_answer.result, _timeline_detail(checked_answer)
     checked = checkpoint.check(
         case,
         customer,
@@ -275,7 +279,9 @@ def _verify_and_submit(
     if decision in checkpoint.HOLDING_DECISIONS:
         checkpoint.hold_for_review(case, assessment, detail=decision)
         return result
-    if checkpoint.needs_stronger_factor(decision, channel, customer):
+    if checkpoint.needs_stronger_factor(
+        decision, channel, customer, passkey=checked_answer.passkey
+    ):
         if checkpoint.ask_for_stronger_factor(case, customer, assessment, channel=channel):
             return CheckResult.STEP_UP
         return result

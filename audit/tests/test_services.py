@@ -41,3 +41,37 @@ def test_the_database_refuses_to_change_or_delete_a_system_event():
             cursor.execute(statement, [event.pk])
     event.refresh_from_db()
     assert event.kind == "export.created"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_writers_appending_at_once_each_get_their_own_place_in_the_chain():
+    """Found by an outside attack: six sign-ins at once lost audit events to a duplicate seq."""
+    import threading
+
+    from django.db import connections
+
+    record_system_event(kind="export.created")  # the trail is not empty: the newest row exists
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def append(number: int) -> None:
+        try:
+            start.wait(timeout=10)
+            record_system_event(kind="core.paused", data={"writer": number})
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert list(SystemEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(
+        range(1, 8)
+    )
+    assert find_system_chain_break() is None

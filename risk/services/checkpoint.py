@@ -2,7 +2,7 @@
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -285,28 +285,32 @@ def strongest_decision_since(case_id: int, since) -> str:
     return strongest(*set(decisions))
 
 
-def established_strong_channels(customer: User) -> frozenset[str]:
-    """The stronger factors the customer *already had*: set up at least
+def strong_factor_cutoff(customer: User) -> datetime:
+    """A stronger factor counts only if the customer had it before this moment: set up at least
     ``RISK_STRONG_FACTOR_MIN_AGE_HOURS`` ago and before the phone number, e-mail or password last
     changed. Whoever took over a number (a SIM swap) can text themselves a code to set up an app
     or add a passkey; neither must answer the step-up that the swap itself caused.
     """
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-    from django_otp_webauthn.models import WebAuthnCredential
-
-    newest_allowed = timezone.now() - timedelta(hours=settings.RISK_STRONG_FACTOR_MIN_AGE_HOURS)
+    cutoff = timezone.now() - timedelta(hours=settings.RISK_STRONG_FACTOR_MIN_AGE_HOURS)
     for changed in (
         customer.phone_number_changed_at,
         customer.email_changed_at,
         customer.password_reset_at,
     ):
         if changed is not None:
-            newest_allowed = min(newest_allowed, changed)
+            cutoff = min(cutoff, changed)
+    return cutoff
+
+
+def established_strong_channels(customer: User) -> frozenset[str]:
+    """The stronger factors the customer already had (``strong_factor_cutoff``)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from django_otp_webauthn.models import WebAuthnCredential
+
+    cutoff = strong_factor_cutoff(customer)
     established = set()
     for channel, model in (("totp", TOTPDevice), ("passkey", WebAuthnCredential)):
-        if model.objects.filter(
-            user=customer, confirmed=True, created_at__lt=newest_allowed
-        ).exists():
+        if model.objects.filter(user=customer, confirmed=True, created_at__lt=cutoff).exists():
             established.add(channel)
     return frozenset(established)
 

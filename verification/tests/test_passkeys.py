@@ -23,6 +23,7 @@ from risk.tests.conftest import app_code, give_app
 from tests.factories import CustomerFactory, open_failed_case
 from tests.fixtures import last_sms_code
 from verification.models import Channel, PasskeyChallenge, Purpose
+from verification.sms import LocmemBackend
 
 from .soft_authenticator import SoftAuthenticator
 
@@ -674,9 +675,10 @@ def test_the_options_of_another_customers_case_are_not_found(
     assert browser.get(f"/activation/{theirs.pk}/passkey-options/").status_code == 405
 
 
-def test_passkey_requests_come_out_of_the_hourly_code_budget(
+def test_passkey_requests_have_an_hourly_budget_of_their_own(
     browser, customer, phone, passkey, case, settings, clock
 ):
+    """Found by an outside attack: cancelled prompts used to spend the SMS fallback's budget."""
     settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER = 2
     use_passkey(browser, case)
     assert request_options(browser, case).status_code == 200
@@ -684,6 +686,23 @@ def test_passkey_requests_come_out_of_the_hourly_code_budget(
     refused = request_options(browser, case)
     assert refused.status_code == 429
     assert refused.json()["code"] == "too_many_codes"
+
+    sent_before = len(LocmemBackend.outbox)
+    browser.post(retry_url(case), {"action": "send", "channel": "sms"})
+    assert len(LocmemBackend.outbox) == sent_before + 1
+
+
+def test_an_answer_nested_thousands_deep_is_refused_and_counted_never_a_500(
+    browser, customer, phone, passkey, case
+):
+    """Found by an outside attack: json.loads raised RecursionError, a 500."""
+    passkey_request(browser, case)
+    response = post_answer(browser, case, "[" * 15_000)
+    assert response.status_code == 302
+    assert "not accepted" in " ".join(messages_of(response))
+    assert request_row(customer).failures == 1
+    assert last_failure(case)["why"] == "malformed"
+    assert_nothing_changed(case)
 
 
 # --- The checkpoint's step-up ---------------------------------------------------------------
@@ -731,6 +750,42 @@ def test_an_established_passkey_answers_a_step_up_on_its_own(
     assert core_request.payload["verification"]["method"] == "passkey"
     succeeded = CaseEvent.objects.get(case=case, kind="verification.succeeded")
     assert succeeded.data["passkey"] == passkey.pk
+
+
+def test_a_new_passkey_beside_an_established_one_does_not_answer_a_step_up(
+    client, phone, time_machine, step_up_everyone
+):
+    """Found by an outside attack: any old passkey on the account made every passkey count.
+
+    A SIM swapper proves with an SMS code, adds a passkey of his own and answers with it.
+    """
+    now = timezone.now()
+    time_machine.move_to(now - timedelta(days=4), tick=False)
+    customer = CustomerFactory()
+    client.force_login(customer)
+    owners = add_passkey(client, customer, phone, name="Owner's phone")
+    time_machine.move_to(now, tick=False)
+    case = open_failed_case(customer)
+    swapper_phone = SoftAuthenticator()
+    swappers = add_passkey(client, customer, swapper_phone, name="Swapper's phone")
+    assert swappers.pk != owners.pk
+
+    response = post_answer(client, case, swapper_phone.get(passkey_request(client, case)))
+    assert "please confirm with your passkey" in " ".join(messages_of(response))
+    case.refresh_from_db()
+    assert case.state == CaseState.PENDING_VERIFICATION
+    assert not CoreRequest.objects.filter(case=case).exists()
+
+    # The owner's own, older passkey still does.
+    post_answer(client, case, phone.get(request_options(client, case).json()["options"]))
+    case.refresh_from_db()
+    assert case.state == CaseState.SUBMITTING
+    assert (
+        CaseEvent.objects.filter(case=case, kind="verification.succeeded")
+        .latest("seq")
+        .data["passkey"]
+        == owners.pk
+    )
 
 
 def test_a_passkey_added_minutes_ago_does_not_answer_a_step_up(
