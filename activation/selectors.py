@@ -2,19 +2,24 @@
 
 import string
 import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.conf import settings
+from django.db.models import Case, Count, Min, Prefetch, Q, QuerySet, When
 from django.shortcuts import get_object_or_404
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
 
 from .models import (
+    OPEN_STATES,
     ActivationCase,
     BulkRecoveryJob,
     CaseEvent,
     CaseExport,
     CaseState,
+    CoreRequest,
     CreditLine,
     OverrideRequest,
 )
@@ -50,6 +55,101 @@ def case_counts_by_state() -> dict[str, int]:
     for row in ActivationCase.objects.values("state").annotate(total=Count("pk")):
         counts[row["state"]] = row["total"]
     return counts
+
+
+def open_case_counts() -> dict[tuple[str, str], int]:
+    """How many open cases there are per ``(state, failure reason)``, every open state listed.
+
+    Settled cases are left out: they only accumulate, and counting them would read the whole
+    table; open ones are read through the partial index that covers only them.
+    """
+    counts: dict[tuple[str, str], int] = dict.fromkeys(((s, "") for s in OPEN_STATES), 0)
+    rows = (
+        ActivationCase.objects.filter(state__in=OPEN_STATES)
+        .values("state", "failure_reason")
+        .annotate(total=Count("pk"))
+    )
+    for row in rows:
+        counts[row["state"], row["failure_reason"]] = row["total"]
+    return counts
+
+
+def awaiting_confirmation_past_poll_time(now: datetime) -> Q:
+    """Cases the core accepted (202) but has not confirmed within
+    ``ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS``: reconciliation asks the core about these."""
+    poll_before = now - timedelta(seconds=settings.ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS)
+    return Q(state=CaseState.AWAITING_CONFIRMATION, state_changed_at__lte=poll_before)
+
+
+def open_past_sla(now: datetime) -> Q:
+    """Open cases whose SLA has passed (``sla_due_at`` stays set once a case is settled)."""
+    return Q(state__in=OPEN_STATES, sla_due_at__lt=now)
+
+
+def unassigned_in_review() -> Q:
+    return Q(state=CaseState.NEEDS_REVIEW, assignee__isnull=True)
+
+
+@dataclass(frozen=True)
+class OpenCaseWatch:
+    """Open cases someone should be looking at."""
+
+    awaiting_confirmation_past_poll_time: int
+    past_sla: int
+    unassigned_in_review: int
+
+
+def open_case_watch(now: datetime) -> OpenCaseWatch:
+    """Count the open cases that need attention, in one query over open cases only."""
+    counts = ActivationCase.objects.filter(state__in=OPEN_STATES).aggregate(
+        awaiting=Count("pk", filter=awaiting_confirmation_past_poll_time(now)),
+        past_sla=Count("pk", filter=open_past_sla(now)),
+        unassigned=Count("pk", filter=unassigned_in_review()),
+    )
+    return OpenCaseWatch(
+        awaiting_confirmation_past_poll_time=counts["awaiting"],
+        past_sla=counts["past_sla"],
+        unassigned_in_review=counts["unassigned"],
+    )
+
+
+def core_requests_due(now: datetime) -> Q:
+    """Outbox rows to deliver now: pending and due, or in flight with their lease run out."""
+    pending_and_due = Q(status=CoreRequest.Status.PENDING, next_attempt_at__lte=now)
+    # A delivery whose lease ran out died mid-flight (worker killed, broker lost the message).
+    abandoned = Q(status=CoreRequest.Status.IN_FLIGHT, lease_expires_at__lte=now)
+    return pending_and_due | abandoned
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    due: int
+    in_flight: int
+    oldest_due_since: datetime | None
+
+
+def outbox_backlog(now: datetime) -> OutboxBacklog:
+    """Outbox rows due, in flight under a live lease, and since when the oldest has been due,
+    in one query over undelivered rows only."""
+    due = core_requests_due(now)
+    due_since = Case(
+        When(status=CoreRequest.Status.IN_FLIGHT, then="lease_expires_at"),
+        default="next_attempt_at",
+    )
+    counts = CoreRequest.objects.filter(
+        status__in=[CoreRequest.Status.PENDING, CoreRequest.Status.IN_FLIGHT]
+    ).aggregate(
+        due=Count("pk", filter=due),
+        in_flight=Count(
+            "pk", filter=Q(status=CoreRequest.Status.IN_FLIGHT, lease_expires_at__gt=now)
+        ),
+        oldest_due_since=Min(due_since, filter=due),
+    )
+    return OutboxBacklog(
+        due=counts["due"],
+        in_flight=counts["in_flight"],
+        oldest_due_since=counts["oldest_due_since"],
+    )
 
 
 def search_cases(cases: QuerySet[ActivationCase], term: str) -> QuerySet[ActivationCase]:

@@ -16,6 +16,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The project package is no Django app; its tasks (the worker heartbeat) are found by name.
+app.autodiscover_tasks(["portal"])
 
 # Celery's Django fix-up closes the database connection before and after every task, so every
 # task paid for a new PostgreSQL backend (connect, authenticate, cold caches): a fifth of a

@@ -1,11 +1,20 @@
-"""Liveness and readiness probes."""
+"""Operators' endpoints: liveness, readiness and Prometheus metrics."""
 
+import hashlib
+import hmac
+import uuid
+
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from portal.celery import app as celery_app
+
+from .heartbeat import worker_heartbeat_age_seconds
+from .metrics import CONTENT_TYPE, render_metrics
 
 
 @never_cache
@@ -34,14 +43,82 @@ def _check_broker() -> str | None:
     return None
 
 
+def _check_cache() -> str | None:
+    # A key of its own per probe: probes from several nodes at once never read each other's.
+    key, value = f"readyz:{uuid.uuid4().hex}", uuid.uuid4().hex
+    try:
+        cache.set(key, value, timeout=10)
+        read = cache.get(key)
+        cache.delete(key)
+    except Exception as error:  # a probe reports any failure instead of raising
+        return f"{type(error).__name__}: {error}"
+    return None if read == value else "the cache did not give back what was just stored"
+
+
+def _worker_heartbeat() -> dict[str, float | bool | str | None]:
+    stale_after = settings.WORKER_HEARTBEAT_STALE_SECONDS
+    try:
+        age = worker_heartbeat_age_seconds()
+    except Exception as error:  # the cache check above reports the outage
+        return {"age_seconds": None, "stale": True, "problem": type(error).__name__}
+    return {
+        "age_seconds": None if age is None else round(age, 1),
+        "stale": age is None or age > stale_after,
+        "stale_after_seconds": stale_after,
+    }
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 only when the database and the broker both answer."""
-    checks = {"database": _check_database(), "broker": _check_broker()}
+    """Answer 200 only when the database, the broker and the cache all answer.
+
+    The worker heartbeat is reported but does not decide readiness: every web node shares the
+    workers, so stopped workers would take every node out of the load balancer at once, while
+    the pages still work (retries wait in the outbox). Its age is alerted on through /metrics.
+    """
+    checks = {"database": _check_database(), "broker": _check_broker(), "cache": _check_cache()}
     ready = all(problem is None for problem in checks.values())
     body = {
         "status": "ok" if ready else "unavailable",
         "checks": {name: problem or "ok" for name, problem in checks.items()},
+        "worker_heartbeat": _worker_heartbeat(),
     }
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def _bearer_token(request: HttpRequest) -> str | None:
+    scheme, _space, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    # Digests first: compare_digest refuses non-ASCII text, and equal-length inputs leak nothing
+    # about the token's length either.
+    def digest(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    return hmac.compare_digest(digest(given), digest(expected))
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """The business gauges for Prometheus, behind the read-only ``METRICS_TOKEN``."""
+    if not settings.METRICS_TOKEN:
+        return HttpResponse(
+            "Metrics are off: METRICS_TOKEN is not set.\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
+    token = _bearer_token(request)
+    if token is None or not _same_secret(token, settings.METRICS_TOKEN):
+        response = HttpResponse(
+            "A valid bearer token is required.\n",
+            status=401,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE)

@@ -87,7 +87,13 @@ def _configured_secrets() -> tuple[str, ...]:
 
     if not settings.configured:  # a line logged before Django set up
         return ()
-    names = ("SECRET_KEY", "CORE_API_TOKEN", "CORE_WEBHOOK_SECRET", "SMS_GATEWAY_TOKEN")
+    names = (
+        "SECRET_KEY",
+        "CORE_API_TOKEN",
+        "CORE_WEBHOOK_SECRET",
+        "SMS_GATEWAY_TOKEN",
+        "METRICS_TOKEN",
+    )
     return _searchable(tuple(str(getattr(settings, name, "") or "") for name in names))
 
 

@@ -322,6 +322,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "risk.tasks.purge_evaluations",
         "schedule": crontab(hour=4, minute=11),
     },
+    # A worker stamps the time in the cache; /readyz and /metrics show how old the stamp is.
+    # A stamp not run within its interval is dropped, so a backlog does not pile them up.
+    "stamp-worker-heartbeat": {
+        "task": "portal.tasks.stamp_worker_heartbeat",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
 }
 
 # Rate limits and the circuit breaker need a cache shared by every process with atomic increments:
@@ -501,6 +508,23 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# --- Metrics and the worker heartbeat (portal/metrics.py, portal/heartbeat.py) -------------
+# The bearer token Prometheus sends to /metrics. It only reads counts, never a case or a person;
+# unset, /metrics answers 403 (metrics off).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and not re.fullmatch(r"[\x21-\x7e]{32,}", METRICS_TOKEN):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be at least 32 printable ASCII characters without spaces "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
+# A worker heartbeat older than this is reported stale by /readyz (which stays ready: see
+# portal/health.py); the gauge activation_rescue_worker_heartbeat_age_seconds carries the age.
+WORKER_HEARTBEAT_STALE_SECONDS = env.int("WORKER_HEARTBEAT_STALE_SECONDS", default=120)
+if WORKER_HEARTBEAT_STALE_SECONDS < 60:
+    raise ImproperlyConfigured(
+        "WORKER_HEARTBEAT_STALE_SECONDS must be at least 60 (the heartbeat is stamped every 30 s)."
+    )
 
 # --- The risk checkpoint (risk/) -----------------------------------------------------------
 # How alike a device's attributes must be to a known device's to recognise it without its

@@ -1,7 +1,7 @@
 """What the core reports about a line, by callback or by poll, and escalation of silence."""
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from ..models import (
     CreditLine,
     FailureReason,
 )
+from ..selectors import awaiting_confirmation_past_poll_time
 from ..timeline import append_case_event
 from ..transitions import transition
 from ._common import S, core_client, lock_case
@@ -168,11 +169,8 @@ def reconcile_activations(*, client: CoreClient | None = None) -> dict[str, int]
 def _cases_to_poll(now: datetime) -> list[tuple[int, str]]:
     """``(case id, line reference)`` to ask the core about, those awaiting a callback first."""
     limit = settings.ACTIVATION_RECONCILE_MAX_POLLS_PER_RUN
-    poll_before = now - timedelta(seconds=settings.ACTIVATION_CONFIRMATION_POLL_AFTER_SECONDS)
     waiting = list(
-        ActivationCase.objects.filter(
-            state=S.AWAITING_CONFIRMATION, state_changed_at__lte=poll_before
-        )
+        ActivationCase.objects.filter(awaiting_confirmation_past_poll_time(now))
         .order_by("state_changed_at")
         .values_list("pk", "credit_line__reference")[:limit]
     )

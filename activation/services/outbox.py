@@ -6,13 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from portal.breaker import core_breaker
 
 from ..core.client import ActivationResult, CoreClient, Outcome
 from ..models import ActorType, CoreRequest, CreditLine, FailureReason
+from ..selectors import core_requests_due
 from ..timeline import append_case_event
 from ..transitions import transition
 from ._common import S, core_client, enqueue_delivery, lock_case
@@ -22,13 +22,6 @@ from .emergency import core_submissions_paused
 logger = logging.getLogger(__name__)
 
 
-def _due_requests(now) -> Q:
-    pending_and_due = Q(status=CoreRequest.Status.PENDING, next_attempt_at__lte=now)
-    # A delivery whose lease ran out died mid-flight (worker killed, broker lost the message).
-    abandoned = Q(status=CoreRequest.Status.IN_FLIGHT, lease_expires_at__lte=now)
-    return pending_and_due | abandoned
-
-
 def due_core_request_ids(*, limit: int = 200) -> list[int]:
     """Pick outbox rows that are due, skipping rows another process is claiming right now."""
     if core_submissions_paused():
@@ -36,7 +29,7 @@ def due_core_request_ids(*, limit: int = 200) -> list[int]:
     with transaction.atomic():
         return list(
             CoreRequest.objects.select_for_update(skip_locked=True)
-            .filter(_due_requests(timezone.now()))
+            .filter(core_requests_due(timezone.now()))
             .order_by("next_attempt_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -48,7 +41,7 @@ def _claim_core_request(request_id: int) -> CoreRequest | None:
         now = timezone.now()
         request = (
             CoreRequest.objects.select_for_update(skip_locked=True)
-            .filter(_due_requests(now), pk=request_id)
+            .filter(core_requests_due(now), pk=request_id)
             .first()
         )
         if request is None:

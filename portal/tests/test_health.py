@@ -1,4 +1,6 @@
 import pytest
+import time_machine
+from django.utils import timezone
 
 from portal import health
 
@@ -30,3 +32,72 @@ def test_readyz_is_503_when_the_broker_is_down(client, monkeypatch):
     assert response.json()["checks"]["broker"] != "ok"
     assert health.healthz  # liveness does not depend on the broker
     assert client.get("/healthz").status_code == 200
+
+
+UNREACHABLE_REDIS_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:9/0",
+    }
+}
+
+
+@pytest.mark.django_db
+def test_readyz_checks_the_cache_with_a_round_trip(client):
+    from django.core.cache import cache
+
+    response = client.get("/readyz")
+    assert response.json()["checks"]["cache"] == "ok"
+    assert not [key for key in _cache_keys(cache) if key.startswith("readyz:")]
+
+
+def _cache_keys(cache) -> list[str]:
+    """What the probe may have left behind, as far as the backend can list it."""
+    if hasattr(cache, "_cache") and hasattr(cache._cache, "keys"):  # locmem
+        return [key.split(":", 2)[-1] for key in cache._cache]
+    client = cache._cache.get_client()  # Django's RedisCache
+    return [key.decode().split(":", 2)[-1] for key in client.keys("*")]
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_cache_is_unreachable(client, settings):
+    settings.CACHES = UNREACHABLE_REDIS_CACHE
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["cache"] != "ok"
+    assert body["checks"]["database"] == "ok"
+    assert body["worker_heartbeat"]["age_seconds"] is None
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_shows_the_heartbeat_a_worker_stamped(client, settings):
+    from portal.tasks import stamp_worker_heartbeat
+
+    settings.WORKER_HEARTBEAT_STALE_SECONDS = 120
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        assert client.get("/readyz").json()["worker_heartbeat"] == {
+            "age_seconds": None,
+            "stale": True,
+            "stale_after_seconds": 120,
+        }
+        stamp_worker_heartbeat.delay()
+        clock.shift(20)
+        fresh = client.get("/readyz")
+        clock.shift(200)
+        stale = client.get("/readyz")
+
+    assert fresh.json()["worker_heartbeat"] == {
+        "age_seconds": 20.0,
+        "stale": False,
+        "stale_after_seconds": 120,
+    }
+    assert stale.json()["worker_heartbeat"]["age_seconds"] == 220.0
+    assert stale.json()["worker_heartbeat"]["stale"] is True
+    # Stopped workers do not take the web nodes out of the load balancer.
+    assert stale.status_code == fresh.status_code
+    assert stale.json()["status"] == fresh.json()["status"]
+    if settings.TEST_REDIS_URL:
+        assert stale.status_code == 200

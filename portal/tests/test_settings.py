@@ -110,3 +110,21 @@ def test_a_malformed_rate_limit_stops_start_up_with_its_name(rate):
     result = load_settings(ACCOUNTS_SIGN_IN_RATE_PER_IP=rate)
     assert result.returncode != 0
     assert "ACCOUNTS_SIGN_IN_RATE_PER_IP must be a rate such as 30/10m" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["short", "a" * 31, "with a space" + "x" * 32, "é" * 40])
+def test_a_weak_or_malformed_metrics_token_stops_start_up(token):
+    result = load_settings(METRICS_TOKEN=token)
+    assert result.returncode != 0
+    assert "METRICS_TOKEN must be at least 32 printable ASCII characters" in result.stderr
+
+
+def test_production_starts_with_a_metrics_token_or_without_one():
+    assert load_settings(METRICS_TOKEN=secrets.token_urlsafe(32)).returncode == 0
+    assert load_settings(without=("METRICS_TOKEN",)).returncode == 0
+
+
+def test_a_heartbeat_threshold_shorter_than_two_beats_stops_start_up():
+    result = load_settings(WORKER_HEARTBEAT_STALE_SECONDS="30")
+    assert result.returncode != 0
+    assert "WORKER_HEARTBEAT_STALE_SECONDS must be at least 60" in result.stderr
