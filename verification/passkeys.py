@@ -217,6 +217,16 @@ def _refuse(row: PasskeyChallenge, why: str, result: CheckResult) -> PasskeyChec
     return PasskeyCheck(result, why=why)
 
 
+def _not_answerable_now(row: PasskeyChallenge) -> PasskeyCheck | None:
+    """Refuse any answer while wrong ones are being spaced out, and count one that came late."""
+    allowed, _info = row.verify_is_allowed()
+    if not allowed:
+        return PasskeyCheck(CheckResult.THROTTLED, why="throttled")
+    if timezone.now() >= row.valid_until:
+        return _refuse(row, "expired", CheckResult.EXPIRED)
+    return None
+
+
 def _credential_of(credential_id: bytes) -> WebAuthnCredential | None:
     digest = hashlib.sha256(credential_id).hexdigest()
     return (
@@ -239,11 +249,8 @@ def check_assertion(
     row = _request(user, purpose, binding, case_id)
     if row is None:
         return PasskeyCheck(CheckResult.NO_CODE, why="no_request")
-    allowed, _info = row.verify_is_allowed()
-    if not allowed:
-        return PasskeyCheck(CheckResult.THROTTLED, why="throttled")
-    if timezone.now() >= row.valid_until:
-        return _refuse(row, "expired", CheckResult.EXPIRED)
+    if (not_now := _not_answerable_now(row)) is not None:
+        return not_now
     data = _parse_json(response)
     if data is None:
         return _refuse(row, "malformed", CheckResult.INVALID)
@@ -332,11 +339,8 @@ def complete_registration(
 
 
 def _register(row: PasskeyChallenge, user: User, name: str, response: str) -> PasskeyCheck:
-    allowed, _info = row.verify_is_allowed()
-    if not allowed:
-        return PasskeyCheck(CheckResult.THROTTLED, why="throttled")
-    if timezone.now() >= row.valid_until:
-        return _refuse(row, "expired", CheckResult.EXPIRED)
+    if (not_now := _not_answerable_now(row)) is not None:
+        return not_now
     data = _parse_json(response)
     try:
         if data is None:

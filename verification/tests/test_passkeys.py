@@ -35,18 +35,6 @@ COOLDOWN = 61  # past the resend cooldown of an SMS code
 
 
 @pytest.fixture
-def clock(time_machine):
-    """A stopped clock the test moves on by hand (past throttles, cooldowns and expiry)."""
-    time_machine.move_to(timezone.now(), tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def phone() -> SoftAuthenticator:
-    return SoftAuthenticator()
-
-
-@pytest.fixture
 def browser(client, customer) -> Client:
     client.force_login(customer)
     return client

@@ -29,17 +29,6 @@ LOGIN_OPTIONS = "/backoffice/login/passkey-options/"
 APP_STEP = 31  # an app's code is used once: the next one comes with the next 30-second step
 
 
-@pytest.fixture
-def clock(time_machine):
-    time_machine.move_to(timezone.now(), tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def phone() -> SoftAuthenticator:
-    return SoftAuthenticator()
-
-
 def events(kind: str) -> list[SystemEvent]:
     return list(SystemEvent.objects.filter(kind=kind).order_by("seq"))
 
