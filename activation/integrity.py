@@ -4,6 +4,7 @@ from collections.abc import Iterable
 
 from audit.models import SystemEvent
 from audit.services import find_system_chain_break, record_system_event
+from portal import instruments
 
 from .models import ActivationCase
 from .timeline import find_case_chain_break
@@ -38,6 +39,7 @@ def chain_problems(case_ids: Iterable[int] | None = None) -> tuple[int, list[str
 def verify_and_record() -> list[str]:
     """The nightly check: verify every chain and put the result on the audit trail."""
     checked, problems = chain_problems()
+    instruments.audit_chain_breaks.inc(len(problems))
     record_system_event(
         kind="audit.verified",
         data={"cases_checked": checked, "ok": not problems, "problems": problems[:100]},

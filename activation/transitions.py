@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import User
+from portal import instruments
 from portal.queue import enqueue_on_commit
 
 from .errors import TransitionNotAllowed
@@ -41,6 +42,8 @@ ESCALATIONS_TOLD_TO_CUSTOMER = frozenset(
 
 # States whose case carries a failure reason; every other state clears it.
 STATES_WITH_REASON = frozenset({S.FAILED, S.NEEDS_REVIEW})
+# The reasons a transition is counted under in the metrics (none: "").
+REASON_LABELS = frozenset({"", *FailureReason.values})
 
 
 def is_allowed(current: str, target: str, *, actor_type: str) -> bool:
@@ -82,6 +85,7 @@ def transition(
         case.closed_at = now
         fields.append("closed_at")
     case.save(update_fields=fields)
+    instruments.case_transitions.labels(to, instruments.bounded(reason, REASON_LABELS)).inc()
 
     if to in TERMINAL_STATES or (to == S.NEEDS_REVIEW and reason in ESCALATIONS_TOLD_TO_CUSTOMER):
         enqueue_on_commit("activation.tasks.notify_case_resolved", case.pk)

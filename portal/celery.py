@@ -1,6 +1,7 @@
 """The Celery application; its settings live in ``portal.settings`` under ``CELERY_``."""
 
 import os
+import time
 from contextvars import Token
 from logging.config import dictConfig
 from typing import Any
@@ -9,7 +10,7 @@ from celery import Celery, Task, states
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 from django.conf import settings
 
-from portal import logs
+from portal import instruments, logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -84,3 +85,24 @@ def _end_task_log_context(*, task_id: str, **_kwargs: Any) -> None:
     token = _replaced_log_contexts.pop(task_id, None)
     if token is not None:
         logs.end(token)
+
+
+# When each running task started, for its duration; the outcome each end state is counted as.
+_task_started_at: dict[str, float] = {}
+TASK_OUTCOMES = {states.SUCCESS: "success", states.RETRY: "retry", states.FAILURE: "failure"}
+
+
+@task_prerun.connect
+def _start_task_timer(*, task_id: str, **_kwargs: Any) -> None:
+    _task_started_at[task_id] = time.perf_counter()
+
+
+@task_postrun.connect
+def _count_task(*, task_id: str, task: Task, state: str | None = None, **_kwargs: Any) -> None:
+    started = _task_started_at.pop(task_id, None)
+    if started is not None:
+        instruments.celery_task_duration.labels(task.name).observe(time.perf_counter() - started)
+    # An eager task that raised reports no state: it failed (Ignore and Reject are not counted).
+    outcome = TASK_OUTCOMES.get(state or states.FAILURE)
+    if outcome is not None:
+        instruments.celery_tasks.labels(task.name, outcome).inc()

@@ -4,24 +4,28 @@ Every value is read when Prometheus asks, by four aggregate queries over open ca
 undelivered outbox rows only (indexed, so a scrape costs the same with a million settled cases
 as with none), so nothing is kept in process memory and every web process answers the same.
 Settled cases (activated, closed) are not counted here: they only accumulate; their rate is
-for counters in the code paths. The collector lives on a registry of its own: nothing
-from a library's default registry (or another test) ends up on the page.
+for the counters in the code paths (``portal.instruments``), which share the page. The page is
+built on a registry of its own: nothing else from a library's default registry (or another
+test) ends up on it.
 """
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from datetime import datetime
 
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from activation import selectors
 from activation.models import OPEN_STATES, CaseState, FailureReason
 from activation.services.emergency import core_submissions_paused
 
+from . import instruments
 from .breaker import CircuitBreaker, core_breaker, sms_gateway_breaker
 from .heartbeat import worker_heartbeat_age_seconds
 
@@ -140,7 +144,16 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 def render_metrics() -> bytes:
-    """The gauges in the Prometheus text exposition format (``CONTENT_TYPE``)."""
+    """The gauges and the code paths' counters in the text exposition format (``CONTENT_TYPE``).
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, the counters are those every process (web workers,
+    Celery children) wrote there, added up; without it, this process's own.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BusinessCollector())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        for metric in instruments.ALL:
+            registry.register(metric)
     return generate_latest(registry)

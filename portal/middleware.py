@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+import time
 import uuid
 from collections.abc import Callable
 from functools import cache
@@ -20,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from ipware import get_client_ip
 
-from portal import logs
+from portal import instruments, logs
 
 
 def resolve_client_ip(request: HttpRequest) -> str | None:
@@ -241,3 +242,25 @@ class BackofficeRequestMiddleware:
             if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
                 return HttpResponseBadRequest(_("The address holds a character no page accepts."))
         return self.get_response(request)
+
+
+# Methods counted by name; anything else a client invents is counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetricsMiddleware:
+    """Count and time every request by the view's URL name (never the path: ids in paths would
+    make a series per case), method and status."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = match.view_name if match is not None else "unmatched"
+        method = instruments.bounded(request.method or "", HTTP_METHODS)
+        instruments.http_requests.labels(view, method, response.status_code).inc()
+        instruments.http_request_duration.labels(view).observe(time.perf_counter() - started)
+        return response

@@ -98,6 +98,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it times the whole answer: requests by view, method and status.
+    "portal.middleware.RequestMetricsMiddleware",
     # First: everything after it reads the client's address from request.client_ip.
     "portal.middleware.ClientAddressMiddleware",
     # Every log line of the request carries its id (X-Request-ID, see TRUSTED_PROXY_COUNT).

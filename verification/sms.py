@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from portal import instruments
 from portal.breaker import sms_gateway_breaker
 from portal.http import tls_context
 
@@ -24,6 +25,10 @@ class SmsDeliveryError(Exception):
 
 class GatewayUnhealthy(SmsDeliveryError):
     """The gateway could not be reached, timed out or failed on its side, every time we asked."""
+
+
+class GatewayCircuitOpen(SmsDeliveryError):
+    """The gateway kept failing, so the message was not even tried (the breaker is open)."""
 
 
 class BaseBackend:
@@ -66,8 +71,18 @@ class LocmemBackend(BaseBackend):
 def send_sms(*, to: str, body: str) -> None:
     """Send one message through the configured backend."""
     backend = import_string(settings.SMS_BACKEND)()
-    backend.send(to=to, body=body)
-    logger.info("SMS sent to ***%s through %s", to[-4:], type(backend).__name__)
+    name = type(backend).__name__
+    try:
+        backend.send(to=to, body=body)
+    except (SmsDeliveryError, OSError) as error:
+        instruments.sms_sends.labels(name, _failure_label(error)).inc()
+        raise
+    instruments.sms_sends.labels(name, "ok").inc()
+    logger.info("SMS sent to ***%s through %s", to[-4:], name)
+
+
+def _failure_label(error: Exception) -> str:
+    return "breaker_open" if isinstance(error, GatewayCircuitOpen) else "failed"
 
 
 class HttpGatewayBackend(BaseBackend):
@@ -80,7 +95,7 @@ class HttpGatewayBackend(BaseBackend):
     def send(self, *, to: str, body: str) -> None:
         breaker = sms_gateway_breaker()
         if not breaker.allow():
-            raise SmsDeliveryError("the SMS gateway keeps failing; not tried (circuit open)")
+            raise GatewayCircuitOpen("the SMS gateway keeps failing; not tried (circuit open)")
         try:
             self._send(to=to, body=body)
         except GatewayUnhealthy:

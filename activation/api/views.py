@@ -17,6 +17,7 @@ from activation import services
 from activation.errors import InvalidCoreEvent, InvalidCoreSignature
 from activation.models import CoreCallback, CreditLine
 from activation.services.core_updates import CORE_CALLBACK_TYPES
+from portal import instruments
 
 BIGINT_MAX = 2**63 - 1  # PostgreSQL's bigint, where a line keeps the last version it saw
 # The contract's events nest three deep; the margin is generous, and far below what would
@@ -131,9 +132,23 @@ class CoreEventsView(APIView):
             )
         except (WebhookVerificationError, ValueError) as error:
             # ValueError covers a malformed signature, bad base64 or a non-UTF-8 body.
+            instruments.callbacks.labels(_rejection(error)).inc()
             raise InvalidCoreSignature(str(error) or "Invalid signature.") from error
         try:
-            payload = json.loads(body.decode("utf-8"))  # verified as UTF-8 above
+            payload, event = self._event(request)
+        except InvalidCoreEvent:
+            instruments.callbacks.labels("malformed").inc()
+            raise
+        outcome = services.record_core_callback(
+            webhook_id=event.validated_data["webhook_id"], payload=payload
+        )
+        instruments.callbacks.labels("duplicate" if outcome == "duplicate" else "accepted").inc()
+        return Response({"status": outcome})
+
+    def _event(self, request: Request) -> tuple[dict[str, Any], serializers.Serializer]:
+        """The verified body, parsed and validated; raise ``InvalidCoreEvent`` if it is not."""
+        try:
+            payload = json.loads(request.body.decode("utf-8"))  # verified as UTF-8 above
         except (ValueError, RecursionError) as error:
             raise InvalidCoreEvent(
                 non_field_errors=["Not JSON, or nested too deep to read."]
@@ -143,7 +158,12 @@ class CoreEventsView(APIView):
         event = self.InputSerializer(data={**payload, "webhook_id": request.headers["webhook-id"]})
         if not event.is_valid():
             raise InvalidCoreEvent(**event.errors)
-        outcome = services.record_core_callback(
-            webhook_id=event.validated_data["webhook_id"], payload=payload
-        )
-        return Response({"status": outcome})
+        return payload, event
+
+
+def _rejection(error: Exception) -> str:
+    """Why a callback failed verification, as counted: a stale or future timestamp, or else
+    the signature (or its headers)."""
+    if isinstance(error, WebhookVerificationError) and "timestamp" in str(error).lower():
+        return "timestamp"
+    return "signature"

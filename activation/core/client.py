@@ -2,12 +2,14 @@
 
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from django.conf import settings
 
+from portal import instruments
 from portal.http import tls_context
 
 logger = logging.getLogger(__name__)
@@ -131,11 +133,29 @@ class CoreClient:
     def __exit__(self, *exc_info: object) -> None:
         self._http.close()
 
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send one request, counting it by status class and timing it, answered or not."""
+        started = time.perf_counter()
+        outcome = "connection_error"
+        try:
+            response = self._http.request(method, url, **kwargs)
+            outcome = instruments.status_class(response.status_code)
+            return response
+        except httpx.TimeoutException:
+            outcome = "timeout"
+            raise
+        finally:
+            instruments.core_requests.labels(outcome).inc()
+            instruments.core_request_duration.observe(time.perf_counter() - started)
+
     def activate(self, *, payload: dict[str, Any], idempotency_key: str) -> ActivationResult:
         """Ask the core to activate a credit line; the key makes retries safe."""
         try:
-            response = self._http.post(
-                "/v1/activations", json=payload, headers={"Idempotency-Key": idempotency_key}
+            response = self._request(
+                "POST",
+                "/v1/activations",
+                json=payload,
+                headers={"Idempotency-Key": idempotency_key},
             )
         except httpx.TimeoutException as error:
             return ActivationResult(Outcome.UNAVAILABLE, error=f"timeout: {type(error).__name__}")
@@ -146,7 +166,7 @@ class CoreClient:
     def get_credit_line(self, reference: str) -> CreditLineStatus | None:
         """Read a line's status from the core; None if the core does not know it."""
         try:
-            response = self._http.get(f"/v1/credit-lines/{reference}")
+            response = self._request("GET", f"/v1/credit-lines/{reference}")
         except httpx.HTTPError as error:
             raise CoreUnavailable(f"{type(error).__name__}: {error}") from error
         if response.status_code == 404:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import User
+from portal import instruments
 from risk.models import Moment
 from risk.services import trust_device
 from verification import passkeys
@@ -16,6 +17,8 @@ from verification.services import (
     ChannelUnavailable,
     CheckResult,
     DeliveryFailed,
+    ResendTooSoon,
+    TooManyCodes,
     channel_options,
     check_code,
     issue_code,
@@ -35,6 +38,8 @@ from ..transitions import transition
 from . import checkpoint
 from ._common import S, activation_payload, enqueue_delivery, lock_case, verification_claim
 
+# How a refused code request is counted in the metrics.
+REFUSAL_LABELS = {ResendTooSoon: "too_soon", TooManyCodes: "too_many"}
 # States in which a submitted code has already done its work: a repeat is answered as success.
 ALREADY_VERIFIED_STATES = frozenset({S.SUBMITTING, S.AWAITING_CONFIRMATION, S.ACTIVATED})
 
@@ -49,6 +54,17 @@ class VerificationStarted:
     # The checkpoint asks for a stronger factor; nothing was sent. ``hint`` says why, plainly.
     step_up: bool = False
     hint: str = ""
+
+    @property
+    def result(self) -> str:
+        """What came of the request, as the metrics count it."""
+        if self.held:
+            return "held"
+        if self.step_up:
+            return "step_up"
+        if not self.delivered:
+            return "delivery_failed"
+        return "started" if self.channel in (Channel.TOTP, Channel.PASSKEY) else "sent"
 
 
 def _reopen_for_retry(case: ActivationCase, customer: User, context: RequestContext) -> None:
@@ -81,6 +97,19 @@ def start_verification(
     If the gateway refuses the message the case fails with ``delivery_failed``, so the customer
     is told why and offered the other channels; cooldown and hourly limits raise and change nothing.
     """
+    label = instruments.bounded(channel, Channel.values)
+    try:
+        started = _start_verification(case_id, customer, channel, language, context)
+    except (ResendTooSoon, TooManyCodes) as refused:
+        instruments.code_requests.labels(label, REFUSAL_LABELS[type(refused)]).inc()
+        raise
+    instruments.code_requests.labels(label, started.result).inc()
+    return started
+
+
+def _start_verification(
+    case_id: int, customer: User, channel: str, language: str, context: RequestContext
+) -> VerificationStarted:
     case = lock_case(case_id, customer=customer)
     _reopen_for_retry(case, customer, context)
     if language and customer.preferred_language != language:
@@ -204,6 +233,7 @@ def verify_and_submit(
         if earlier is not None:
             return CheckResult(earlier.result)
     result = _verify_and_submit(case, customer, code, channel, context, passkey_binding)
+    instruments.code_submits.labels(instruments.bounded(channel, Channel.values), result).inc()
     if submission_id is not None:
         CodeSubmission.objects.create(case=case, submission_id=submission_id, result=result)
     return result

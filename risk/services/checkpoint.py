@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from portal import instruments
 
 from ..facts import ClientFacts
 from ..models import (
@@ -21,6 +22,7 @@ from ..models import (
     FiredRule,
     KnownDevice,
     ListEntry,
+    Moment,
     Rule,
     RuleSetVersion,
     strongest,
@@ -266,6 +268,7 @@ def evaluate(
     ]
     if fired:
         FiredRule.objects.bulk_create(fired)
+    instruments.risk_decisions.labels(decision, instruments.bounded(moment, Moment.values)).inc()
     return Assessment(
         evaluation_id=evaluation.pk,
         decision=decision,
