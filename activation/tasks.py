@@ -48,13 +48,17 @@ def notify_case_resolved(case_id: int) -> None:
     notify_customer_of_resolution(case_id=case_id)
 
 
-@shared_task(ignore_result=True)
+# Long jobs: a soft limit to stop cleanly, a hard one a little later.
+LONG_JOB_LIMITS = {"soft_time_limit": 3300, "time_limit": 3600}
+
+
+@shared_task(ignore_result=True, **LONG_JOB_LIMITS)
 def verify_audit_chains() -> int:
     """Nightly: verify every chain and record the result on the audit trail."""
     return len(verify_and_record())
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, **LONG_JOB_LIMITS)
 def run_bulk_recovery(job_id: int) -> None:
     """Carry out a bulk recovery; a redelivery after a lost worker resumes from its progress."""
     run_bulk_recovery_job(job_id=job_id)
