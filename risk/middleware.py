@@ -32,6 +32,10 @@ def read_device_cookie(request: HttpRequest) -> tuple[str, str, float | None]:
     return key, "valid", max(age, 0.0)
 
 
+# Machines, not browsers: a load balancer's probe or a Prometheus scrape gets no device id.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class DeviceMiddleware:
     """Give each browser a random device id it cannot forge; a tampered one is replaced.
 
@@ -51,7 +55,7 @@ class DeviceMiddleware:
         request.device_cookie = state
         request.device_cookie_age = age
         response = self.get_response(request)
-        if state != "valid":
+        if state != "valid" and request.path not in PROBES:
             response.set_signed_cookie(
                 DEVICE_COOKIE,
                 f"{key}.{int(time.time())}",

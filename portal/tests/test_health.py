@@ -101,3 +101,12 @@ def test_readyz_shows_the_heartbeat_a_worker_stamped(client, settings):
     assert stale.json()["status"] == fresh.json()["status"]
     if settings.TEST_REDIS_URL:
         assert stale.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_and_scrapes_are_given_no_device_cookie(client, path):
+    from risk.middleware import DEVICE_COOKIE
+
+    response = client.get(path)
+    assert DEVICE_COOKIE not in response.cookies
+    assert DEVICE_COOKIE in client.get("/accounts/login/").cookies
