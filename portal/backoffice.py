@@ -7,7 +7,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
-from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -22,12 +22,18 @@ from django_otp_webauthn.models import WebAuthnCredential
 from accounts.forms import limit_username_length
 from accounts.limits import limit_sign_in_posts
 from audit.services import record_system_event
+from portal.errors import DomainError
 from portal.middleware import client_ip, start_staff_session
 from verification import backup_codes, passkeys
 from verification.enrolment import open_enrolment
 from verification.models import Purpose
-from verification.passkey_http import options_response
+from verification.passkey_http import error_response, options_response
 from verification.services import CheckResult
+
+
+class InvalidStaffSignIn(DomainError):
+    code = "invalid_login"
+
 
 # The reset whose enrolment window this session, signed in by password alone, may use.
 ENROLMENT_SESSION_KEY = "backoffice_enrolment_reset"
@@ -288,15 +294,10 @@ class BackofficeSite(OTPAdminSite):
         limit_username_length(form)
         user = form.get_user() if form.is_valid() else None
         if user is None or not user.is_staff:
-            return JsonResponse(
-                {
-                    "code": "invalid_login",
-                    "message": str(
-                        _("Enter the username and password of a staff account, then try again.")
-                    ),
-                    "details": {},
-                },
-                status=400,
+            return error_response(
+                InvalidStaffSignIn(
+                    _("Enter the username and password of a staff account, then try again.")
+                )
             )
         return options_response(
             lambda: passkeys.authentication_options(

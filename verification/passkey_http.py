@@ -13,9 +13,14 @@ def options_response(build: Callable[[], dict[str, Any]]) -> JsonResponse:
     try:
         options = build()
     except DomainError as error:
-        return JsonResponse(
-            {"code": error.code, "message": str(error.message), "details": error.details},
-            status=error.http_status,
-            headers={"Cache-Control": "no-store"},
-        )
+        return error_response(error)
     return JsonResponse({"options": options}, headers={"Cache-Control": "no-store"})
+
+
+def error_response(error: DomainError) -> JsonResponse:
+    """The API's error envelope (``portal.errors``) for a page's script."""
+    return JsonResponse(
+        {"code": error.code, "message": str(error.message), "details": error.details},
+        status=error.http_status,
+        headers={"Cache-Control": "no-store"},
+    )

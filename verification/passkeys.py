@@ -21,7 +21,6 @@ services return results instead of raising on a wrong answer, as ``check_code`` 
 failure count they write is never rolled back.
 """
 
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -144,11 +143,14 @@ def _request(
 ) -> PasskeyChallenge | None:
     """This session's request for ``purpose`` (and ``case_id``), locked; None if there is none."""
     row = PasskeyChallenge.objects.select_for_update().filter(user=user, purpose=purpose).first()
-    if row is None or not binding or not constant_time_compare(row.binding, _digest(binding)):
-        return None
-    if row.case_id != case_id:
-        return None
-    return row
+    return row if _belongs(row, binding) and row.case_id == case_id else None
+
+
+def _belongs(row: PasskeyChallenge | None, binding: str) -> bool:
+    """Whether ``row`` is a request this browser session (``binding``) asked for."""
+    return (
+        row is not None and bool(binding) and constant_time_compare(row.binding, _digest(binding))
+    )
 
 
 # --- Answering a request (activation, back-office sign-in) ----------------------------------
@@ -228,7 +230,7 @@ def _not_answerable_now(row: PasskeyChallenge) -> PasskeyCheck | None:
 
 
 def _credential_of(credential_id: bytes) -> WebAuthnCredential | None:
-    digest = hashlib.sha256(credential_id).hexdigest()
+    digest = WebAuthnCredential.get_credential_id_sha256(credential_id)
     return (
         WebAuthnCredential.objects.select_for_update()
         .filter(credential_id_sha256=digest, confirmed=True)
@@ -293,12 +295,7 @@ def open_registration(*, user: User, binding: str) -> None:
 
 def registration_pending(*, user: User, binding: str) -> bool:
     row = PasskeyChallenge.objects.filter(user=user, purpose=Purpose.FACTOR_CHANGE).first()
-    return (
-        row is not None
-        and bool(binding)
-        and constant_time_compare(row.binding, _digest(binding))
-        and timezone.now() < row.valid_until
-    )
+    return _belongs(row, binding) and timezone.now() < row.valid_until
 
 
 @transaction.atomic
