@@ -6,9 +6,11 @@ from django.utils.translation import gettext_lazy as _
 from activation.timeline import RequestContext
 from portal.backoffice import backoffice, require_app_session
 
+from . import lockouts
 from .admin_views import sign_in_lockouts
 from .models import User
 from .role_changes import record_password_set, record_role_change, role_snapshot
+from .roles import holders_of
 
 
 @admin.register(User, site=backoffice)
@@ -49,4 +51,10 @@ class UserAdmin(BaseUserAdmin):
         return response
 
 
-backoffice.register_page("sign-in-lockouts/", sign_in_lockouts, name="sign-in-lockouts")
+backoffice.register_page(
+    "sign-in-lockouts/",
+    sign_in_lockouts,
+    name="sign-in-lockouts",
+    menu=_("Sign-in lock-outs"),
+    shown_to=holders_of(lockouts.PERMISSION),
+)

@@ -1,5 +1,8 @@
 """Staff roles: Django groups with explicit permissions. The data migration applies this table."""
 
+from collections.abc import Callable
+from typing import Any
+
 VIEW_ALL = [
     "activation.view_activationcase",
     "activation.view_caseevent",
@@ -79,3 +82,8 @@ def role_permissions(user) -> frozenset[str]:
 
 def can(user, codename: str) -> bool:
     return codename in role_permissions(user)
+
+
+def holders_of(codename: str) -> Callable[[Any], bool]:
+    """A test for "may ``user`` do ``codename``", e.g. for which menu entries to show."""
+    return lambda user: can(user, codename)

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
-from accounts.roles import can
+from accounts.roles import can, holders_of
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
 from risk.admin_cases import case_risk_context
 
@@ -23,6 +23,7 @@ from .admin_views import (
     case_exports,
     case_page_context,
     core_switch,
+    dashboard,
     export_manifest,
 )
 from .integrity import last_verification
@@ -350,10 +351,35 @@ class OverrideRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html('<a href="{}">#{}</a>', url, override.case_id)
 
 
-backoffice.register_page("exports/", case_exports, name="exports")
+backoffice.register_page(
+    "dashboard/",
+    dashboard,
+    name="dashboard",
+    menu=_("Dashboard"),
+    shown_to=holders_of("view_activationcase"),
+)
+backoffice.register_page(
+    "exports/",
+    case_exports,
+    name="exports",
+    menu=_("Exports"),
+    shown_to=holders_of("export_case_history"),
+)
 backoffice.register_page(
     "exports/<int:export_id>/manifest.json", export_manifest, name="export-manifest"
 )
-backoffice.register_page("core-submissions/", core_switch, name="core-switch")
-backoffice.register_page("bulk-recovery/", bulk_recovery, name="bulk-recovery")
+backoffice.register_page(
+    "core-submissions/",
+    core_switch,
+    name="core-switch",
+    menu=_("Core submissions"),
+    shown_to=holders_of("operate_core_switch"),
+)
+backoffice.register_page(
+    "bulk-recovery/",
+    bulk_recovery,
+    name="bulk-recovery",
+    menu=_("Bulk recovery"),
+    shown_to=holders_of("bulk_recover"),
+)
 backoffice.register_page("bulk-recovery/<int:job_id>/", bulk_recovery_job, name="bulk-recovery-job")

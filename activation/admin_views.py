@@ -20,6 +20,7 @@ from portal.errors import DomainError
 from portal.middleware import client_ip
 
 from . import selectors
+from .dashboard import dashboard_context
 from .errors import InvalidWindow
 from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
 from .forms import CaseActionForm
@@ -237,6 +238,23 @@ def core_switch(request: HttpRequest) -> HttpResponse:
         queued=CoreRequest.objects.filter(status=CoreRequest.Status.PENDING).count(),
         breaker=BREAKER_STATES[core_breaker().state()],
         sms_breaker=BREAKER_STATES[sms_gateway_breaker().state()],
+    )
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Activations, failures, the queue and the safety switches at a glance (no PII)."""
+    if not can(request.user, "view_activationcase"):
+        raise PermissionDenied
+    context = dashboard_context(timezone.now())
+    health = context["health"]
+    unknown = _("unknown (the cache did not answer)")
+    return backoffice.page(
+        request,
+        "backoffice/dashboard.html",
+        _("Dashboard"),
+        core_breaker=BREAKER_STATES.get(health.core_breaker, unknown),
+        sms_breaker=BREAKER_STATES.get(health.sms_breaker, unknown),
+        **context,
     )
 
 

@@ -2,6 +2,8 @@
 
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
+from django.contrib.postgres import operations as postgres_operations
+from django.db.migrations.operations import AddIndex
 
 
 def roles_creator(role_permissions: dict[str, list[str]]):
@@ -25,3 +27,21 @@ def roles_creator(role_permissions: dict[str, list[str]]):
         )
 
     return create_roles
+
+
+class AddIndexConcurrently(postgres_operations.AddIndexConcurrently):
+    """``CREATE INDEX CONCURRENTLY`` on PostgreSQL, so building an index on a busy table does
+    not hold up writes to it; a plain ``AddIndex`` elsewhere (the quick test path on SQLite).
+    The migration must say ``atomic = False``."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)

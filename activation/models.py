@@ -154,6 +154,18 @@ class CaseEvent(ChainedEvent):
         constraints = [
             models.UniqueConstraint(fields=["case", "seq"], name="one_event_per_case_seq")
         ]
+        indexes = [
+            # The back-office dashboard counts outcomes over the last hours through this
+            # index alone: it holds only openings and state changes into an outcome.
+            models.Index(
+                fields=["created_at", "state_after"],
+                name="case_event_outcome_at",
+                condition=Q(
+                    kind__in=["case.opened", "state.changed"],
+                    state_after__in=["activated", "failed", "needs_review", "closed"],
+                ),
+            )
+        ]
         triggers = [APPEND_ONLY]
 
     def __str__(self) -> str:

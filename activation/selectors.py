@@ -1,12 +1,28 @@
 """Reads shared by the customer pages, the back office and the API."""
 
+import math
 import string
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, Count, Min, Prefetch, Q, QuerySet, When
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    Prefetch,
+    Q,
+    QuerySet,
+    When,
+)
+from django.db.models.fields.json import KT
+from django.db.models.functions import TruncHour
 from django.shortcuts import get_object_or_404
 
 from accounts.backends import parse_phone_number
@@ -14,6 +30,7 @@ from accounts.models import User
 
 from .models import (
     OPEN_STATES,
+    TERMINAL_STATES,
     ActivationCase,
     BulkRecoveryJob,
     CaseEvent,
@@ -21,6 +38,7 @@ from .models import (
     CaseState,
     CoreRequest,
     CreditLine,
+    FailureReason,
     OverrideRequest,
 )
 
@@ -187,3 +205,121 @@ def bulk_recovery_jobs() -> QuerySet[BulkRecoveryJob]:
 def case_exports() -> QuerySet[CaseExport]:
     """Exports of case histories, newest first, with who made each."""
     return CaseExport.objects.select_related("created_by").order_by("-created_at", "-pk")
+
+
+# The outcomes the dashboard charts: where a case's attempt ended up.
+OUTCOME_STATES = (CaseState.ACTIVATED, CaseState.FAILED, CaseState.NEEDS_REVIEW, CaseState.CLOSED)
+OUTCOME_EVENT_KINDS = ("case.opened", "state.changed")
+
+
+def outcome_events(since: datetime) -> QuerySet[CaseEvent]:
+    """Openings (a failed activation reaching us) and state changes into an outcome since
+    ``since``. The partial index ``case_event_outcome_at`` holds exactly these, so the cost
+    follows the window's traffic, not the table's size."""
+    return CaseEvent.objects.filter(
+        kind__in=OUTCOME_EVENT_KINDS, state_after__in=OUTCOME_STATES, created_at__gte=since
+    )
+
+
+def outcomes_by_hour(since: datetime) -> dict[tuple[datetime, str], int]:
+    """How many cases reached each outcome in each hour (of the current time zone) since
+    ``since``: ``{(hour, state): count}``, hours without any left out."""
+    rows = (
+        outcome_events(since)
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour", "state_after")
+        .annotate(total=Count("pk"))
+        .order_by()
+    )
+    return {(row["hour"], row["state_after"]): row["total"] for row in rows}
+
+
+def failures_by_reason(since: datetime) -> dict[str, int]:
+    """How many times since ``since`` a case failed or went to staff, per reason."""
+    rows = (
+        outcome_events(since)
+        .filter(state_after__in=[CaseState.FAILED, CaseState.NEEDS_REVIEW])
+        .values(reason=KT("data__reason"))
+        .annotate(total=Count("pk"))
+        .order_by()
+    )
+    counts = dict.fromkeys(FailureReason.values, 0)
+    for row in rows:
+        if row["reason"] in counts:
+            counts[row["reason"]] += row["total"]
+    return counts
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """The cases waiting for staff."""
+
+    waiting: int
+    unassigned: int
+    oldest_case_id: int | None
+    oldest_since: datetime | None
+
+
+def review_queue() -> ReviewQueue:
+    """How many cases wait for staff, how many nobody holds, and the one waiting longest."""
+    waiting = ActivationCase.objects.filter(state=CaseState.NEEDS_REVIEW)
+    counts = waiting.aggregate(
+        waiting=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
+    )
+    oldest = waiting.order_by("state_changed_at", "pk").values("pk", "state_changed_at").first()
+    return ReviewQueue(
+        waiting=counts["waiting"],
+        unassigned=counts["unassigned"],
+        oldest_case_id=oldest["pk"] if oldest else None,
+        oldest_since=oldest["state_changed_at"] if oldest else None,
+    )
+
+
+RESOLUTION_PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class ResolutionTimes:
+    """How long cases settled in a window took from opening to settling."""
+
+    settled: int
+    # {percentile: seconds}; empty when nothing settled.
+    seconds: dict[int, float]
+
+
+class _PercentileDisc(Aggregate):
+    """PostgreSQL's ``percentile_disc(f) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "percentile_disc"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=fraction, **extra)
+
+
+def resolution_times(since: datetime) -> ResolutionTimes:
+    """Percentiles of opening-to-settling time for cases activated or closed since ``since``.
+
+    PostgreSQL computes them in one query over the ``(state, state_changed_at)`` index; other
+    databases (the quick test path) get the same nearest-rank percentiles computed here.
+    """
+    settled = ActivationCase.objects.filter(
+        state__in=TERMINAL_STATES, state_changed_at__gte=since
+    ).annotate(took=ExpressionWrapper(F("state_changed_at") - F("opened_at"), DurationField()))
+    if connection.vendor == "postgresql":
+        row = settled.aggregate(
+            settled=Count("pk"),
+            **{f"p{p}": _PercentileDisc("took", p / 100) for p in RESOLUTION_PERCENTILES},
+        )
+        seconds = {
+            p: row[f"p{p}"].total_seconds()
+            for p in RESOLUTION_PERCENTILES
+            if row[f"p{p}"] is not None
+        }
+        return ResolutionTimes(settled=row["settled"], seconds=seconds)
+    took = sorted(value.total_seconds() for value in settled.values_list("took", flat=True))
+    seconds = {
+        p: took[max(math.ceil(p / 100 * len(took)) - 1, 0)]
+        for p in (RESOLUTION_PERCENTILES if took else ())
+    }
+    return ResolutionTimes(settled=len(took), seconds=seconds)

@@ -250,15 +250,55 @@ class BackofficeSite(OTPAdminSite):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._pages: list[tuple[str, Callable[..., HttpResponse], str]] = []
+        self._menu: list[tuple[str, str, Callable[..., bool]]] = []
         self._enrolment_page: tuple[str, Callable[..., HttpResponse], str] | None = None
 
-    def register_page(self, route: str, view: Callable[..., HttpResponse], *, name: str) -> None:
+    def register_page(
+        self,
+        route: str,
+        view: Callable[..., HttpResponse],
+        *,
+        name: str,
+        menu: str | None = None,
+        shown_to: Callable[..., bool] | None = None,
+    ) -> None:
         """Serve an app's own page under the back office, behind the same sign-in and factor.
 
         Apps call this from their ``admin.py`` (as they register models), so this site never
-        imports their views and their views may import it.
+        imports their views and their views may import it. A page with a ``menu`` label is
+        listed in the sidebar's "Operations" to the staff ``shown_to(user)`` accepts (the view
+        still checks for itself).
         """
         self._pages.append((route, view, name))
+        if menu is not None:
+            self._menu.append((menu, name, shown_to or (lambda user: True)))
+
+    def get_app_list(self, request, app_label=None):
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        pages = [
+            {
+                "name": label,
+                "object_name": name.replace("-", "_"),
+                "admin_url": reverse(f"{self.name}:{name}", current_app=self.name),
+                "add_url": None,
+                "view_only": True,
+                "perms": {"view": True},
+            }
+            for label, name, shown_to in self._menu
+            if shown_to(request.user)
+        ]
+        if pages:
+            operations = {
+                "name": _("Operations"),
+                "app_label": "operations",
+                "app_url": pages[0]["admin_url"],
+                "has_module_perms": True,
+                "models": pages,
+            }
+            apps = [operations, *apps]
+        return apps
 
     def register_enrolment_page(
         self, route: str, view: Callable[..., HttpResponse], *, name: str

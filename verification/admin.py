@@ -1,4 +1,5 @@
 from django.http import Http404
+from django.utils.translation import gettext_lazy as _
 from django_otp.plugins.otp_static.admin import StaticDeviceAdmin
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
@@ -8,6 +9,7 @@ from django_otp_webauthn.models import WebAuthnCredential
 
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
 
+from . import factors
 from .admin_views import (
     authenticator_resets,
     enrol_authenticator,
@@ -78,7 +80,13 @@ backoffice.register_page("passkeys/", own_passkeys, name="passkeys")
 backoffice.register_page(
     "passkeys/options/", own_passkey_options, name="passkey-registration-options"
 )
-backoffice.register_page("authenticator-resets/", authenticator_resets, name="authenticator-resets")
+backoffice.register_page(
+    "authenticator-resets/",
+    authenticator_resets,
+    name="authenticator-resets",
+    menu=_("Authenticator resets"),
+    shown_to=factors.may_approve_resets,
+)
 backoffice.register_enrolment_page(
     "authenticator/enrol/", enrol_authenticator, name="authenticator-enrol"
 )

@@ -218,7 +218,7 @@ def _reset_id(request: HttpRequest) -> int:
 def authenticator_resets(request: HttpRequest) -> HttpResponse:
     """Supervisors: ask for a lost authenticator's reset, or decide another supervisor's request."""
     staff = request.user
-    if not staff.groups.filter(name=factors.RESET_APPROVER_ROLE).exists():
+    if not factors.may_approve_resets(staff):
         raise PermissionDenied
     form = AuthenticatorResetRequestForm(requested_by=staff)
     action = request.POST.get("action")

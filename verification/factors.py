@@ -65,9 +65,14 @@ def _require_staff(user: User) -> None:
         raise FactorChangeNotAllowed(_("Only staff members have a back-office authenticator."))
 
 
+def may_approve_resets(user: User) -> bool:
+    """Whether ``user`` holds the role that asks for and decides authenticator resets."""
+    return user.groups.filter(name=RESET_APPROVER_ROLE).exists()
+
+
 def _require_reset_approver(user: User) -> None:
     _require_staff(user)
-    if not user.groups.filter(name=RESET_APPROVER_ROLE).exists():
+    if not may_approve_resets(user):
         raise FactorChangeNotAllowed(
             _("Only supervisors can reset a staff member's authenticator.")
         )
