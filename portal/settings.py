@@ -6,6 +6,7 @@ Development runs on embedded defaults (SQLite and a filesystem broker in ``var/`
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -82,6 +83,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
@@ -95,6 +98,7 @@ INSTALLED_APPS = [
     "verification",
     "activation",
     "risk",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -273,12 +277,44 @@ CONTENT_SECURITY_POLICY = {
 }
 
 REST_FRAMEWORK = {
+    # The API is for the app and for tools: bearer tokens only. A browser's session cookie is
+    # never accepted on /api/v1/, so no page of another site can act through it (no CSRF).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "api.authentication.AppAccessTokenAuthentication",
+        "api.authentication.StaffTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": None,
     "EXCEPTION_HANDLER": "portal.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Activation Rescue API",
+    "DESCRIPTION": (
+        "The customer API for the lender's mobile app and the staff API for tools. Errors are "
+        "always `{code, message, details}`; `docs/openapi.yaml` is this document, checked in."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Access tokens for the mobile app: short-lived JWTs, refreshed with a rotating refresh token
+# bound to one AppSession (api.models), which revoking ends at once.
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("API_ACCESS_TOKEN_MINUTES", default=5)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("API_REFRESH_TOKEN_DAYS", default=30)),
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env.str("API_SIGNING_KEY", default=SECRET_KEY),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_CLAIM": "user_id",
+    "UPDATE_LAST_LOGIN": False,
 }
 
 # --- Celery -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("activation/", include("activation.urls")),
     path("api/v1/", include("activation.api.urls")),
+    path("api/v1/", include("api.urls")),
     path("backoffice/", backoffice.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("healthz", health.healthz, name="healthz"),

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ApiConfig(AppConfig):
+    """The REST API for the mobile app and staff tools (``/api/v1/``), described by OpenAPI."""
+
+    name = "api"
+    default_auto_field = "django.db.models.BigAutoField"
