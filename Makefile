@@ -9,7 +9,7 @@ WEB_PORT ?= 8000
 CORE_PORT ?= 8001
 CORE_API_URL ?= http://127.0.0.1:$(CORE_PORT)
 
-.PHONY: run test lint format bench bench-risk setup clean
+.PHONY: run test lint format bench bench-risk setup clean openapi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache
+
+# The OpenAPI document, checked in; api/tests/test_openapi.py fails when it differs from the code.
+openapi: $(STAMP)
+	$(BIN)/python manage.py spectacular --lang en --validate --fail-on-warn --file docs/openapi.yaml
 
 # Benchmarks (not CI): needs PostgreSQL and Redis on their local ports. Results in docs/benchmarks.md.
 bench: $(STAMP)
