@@ -16,7 +16,8 @@ django-axes locks one (address, account) pair after a few wrong passwords. On to
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
@@ -203,6 +204,42 @@ class _FailureWindow:
             return 0
 
 
+class SignInLimited(Exception):
+    """A sign-in refused before any password check: how long to wait, and why (if not plain)."""
+
+    def __init__(self, seconds: int, reason: str = "") -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+        self.reason = reason
+
+
+@contextmanager
+def sign_in_limits(request: HttpRequest, account: str | None, *, known: bool) -> Iterator[None]:
+    """Count one sign-in attempt for ``account`` (None: malformed) against the address limit
+    and the account's ceiling, or raise ``SignInLimited``; ``known`` is a browser or app
+    installation that signed in to the account before, which the ceiling lets through."""
+    wait = seconds_to_wait(
+        request,
+        group=SIGN_IN_GROUP,
+        limits=[(client_address_key, settings.ACCOUNTS_SIGN_IN_RATE_PER_IP)],
+    )
+    if wait:
+        raise SignInLimited(wait)
+    window = _FailureWindow.current(account) if account is not None else None
+    if window is not None and not known and not window.reserve():
+        raise SignInLimited(window.seconds_left, str(ACCOUNT_CEILING_REASON))
+    try:
+        yield
+    finally:
+        # accounts.backends marks a password it checked and refused; an attempt django-axes
+        # refused before any check, or a right password, is not a guess against the ceiling.
+        wrong_password = getattr(request, "sign_in_wrong_password", False)
+        if window is not None and not known and not wrong_password:
+            window.release()
+        elif window is not None and known and wrong_password:
+            window.count_one()
+
+
 def limit_sign_in_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Answer sign-in POSTs past the address limit or the account's ceiling with the 429 page."""
 
@@ -210,31 +247,15 @@ def limit_sign_in_posts(view: Callable[..., HttpResponse]) -> Callable[..., Http
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method != "POST":
             return view(request, *args, **kwargs)
-        back_url = request.get_full_path()
-        wait = seconds_to_wait(
-            request,
-            group=SIGN_IN_GROUP,
-            limits=[(client_address_key, settings.ACCOUNTS_SIGN_IN_RATE_PER_IP)],
-        )
-        if wait:
-            return too_many_requests(request, wait, back_url=back_url)
         account = _typed_account(request)
-        window = _FailureWindow.current(account) if account is not None else None
-        known = window is not None and _is_known_browser(request, account)
-        if window is not None and not known and not window.reserve():
-            return too_many_requests(
-                request, window.seconds_left, reason=ACCOUNT_CEILING_REASON, back_url=back_url
-            )
+        known = account is not None and _is_known_browser(request, account)
         try:
-            return view(request, *args, **kwargs)
-        finally:
-            # accounts.backends marks a password it checked and refused; an attempt django-axes
-            # refused before any check, or a right password, is not a guess against the ceiling.
-            wrong_password = getattr(request, "sign_in_wrong_password", False)
-            if window is not None and not known and not wrong_password:
-                window.release()
-            elif window is not None and known and wrong_password:
-                window.count_one()
+            with sign_in_limits(request, account, known=known):
+                return view(request, *args, **kwargs)
+        except SignInLimited as limited:
+            return too_many_requests(
+                request, limited.seconds, reason=limited.reason, back_url=request.get_full_path()
+            )
 
     return wrapped
 

@@ -20,6 +20,7 @@ from portal.errors import DomainError
 from portal.middleware import client_ip
 
 from . import selectors
+from .case_actions import CASE_ACTIONS, run_case_action
 from .dashboard import dashboard_context
 from .errors import InvalidWindow
 from .exports import XLSX_MAX_ROWS, ExportFilters, events_for_export, new_manifest, stream_export
@@ -36,19 +37,6 @@ from .services import staff as actions
 from .services.bulk_recovery import check_bulk_recovery_window, start_bulk_recovery
 from .services.emergency import set_core_submissions_paused
 from .timeline import RequestContext
-
-# Each action: the service it calls, and the permission the page checks before showing it.
-CASE_ACTIONS = {
-    "assign_me": "work_case",
-    "unassign": "work_case",
-    "note": "work_case",
-    "resubmit": "work_case",
-    "return": "work_case",
-    "close": "work_case",
-    "request_override": "request_override",
-    "approve_override": "approve_override",
-    "reject_override": "approve_override",
-}
 
 
 def case_page_context(request: HttpRequest, case_id: str) -> dict:
@@ -69,50 +57,6 @@ def case_page_context(request: HttpRequest, case_id: str) -> dict:
     }
 
 
-def _run(action: str, request: HttpRequest, case_id: int, post: dict) -> str:
-    """Call the service for ``action`` with the form's cleaned ``post``; return the message."""
-    staff = request.user
-    context = RequestContext.from_request(request)
-    common = {"case_id": case_id, "staff": staff, "context": context}
-    reason = post.get("reason", "")
-    if action == "assign_me":
-        actions.assign_case(**common, assignee=staff, reason=reason)
-        return _("The case is now yours.")
-    if action == "unassign":
-        actions.assign_case(**common, assignee=None, reason=reason)
-        return _("The case is unassigned.")
-    if action == "note":
-        actions.add_note(**common, text=post.get("text", ""))
-        return _("Note added.")
-    if action == "resubmit":
-        actions.resubmit_case(**common, reason=reason)
-        return _("The case was sent to the core again.")
-    if action == "return":
-        actions.return_to_customer(**common, reason=reason)
-        return _("The case was returned to the customer.")
-    if action == "close":
-        actions.close_case(**common, reason_code=post.get("reason_code", ""), text=reason)
-        return _("The case was closed.")
-    if action == "request_override":
-        actions.request_override(
-            **common,
-            kind=post.get("kind", ""),
-            reason=reason,
-            core_reference=post.get("core_reference", ""),
-        )
-        return _("Override requested; a supervisor must approve it.")
-    override_id = post.get("override_id") or 0
-    if not OverrideRequest.objects.filter(pk=override_id, case_id=case_id).exists():
-        raise Http404
-    if action == "approve_override":
-        actions.approve_override(
-            override_id=override_id, staff=staff, reason=reason, context=context
-        )
-        return _("Override approved.")
-    actions.reject_override(override_id=override_id, staff=staff, reason=reason, context=context)
-    return _("Override rejected.")
-
-
 def case_action(request: HttpRequest, case_id: int, action: str) -> HttpResponse:
     if action not in CASE_ACTIONS:
         raise Http404
@@ -125,7 +69,16 @@ def case_action(request: HttpRequest, case_id: int, action: str) -> HttpResponse
         messages.error(request, form.error_message())
         return redirect("backoffice:activation_activationcase_change", case_id)
     try:
-        messages.success(request, _run(action, request, case_id, form.cleaned_data))
+        messages.success(
+            request,
+            run_case_action(
+                action,
+                staff=request.user,
+                case_id=case_id,
+                context=RequestContext.from_request(request),
+                data=form.cleaned_data,
+            ),
+        )
     except actions.NotPermitted as error:
         raise PermissionDenied(error.message) from error
     except DomainError as error:

@@ -28,6 +28,17 @@ class NotPermitted(DomainError):
     http_status = status.HTTP_403_FORBIDDEN
 
 
+class RateLimited(DomainError):
+    """Past a request limit: ``retry_after`` seconds until the next try goes through."""
+
+    code = "rate_limited"
+    http_status = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, *, retry_after: int, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after
+
+
 class ReasonRequired(DomainError):
     """An action that goes on a timeline or the audit trail was asked for without a reason."""
 
@@ -37,9 +48,11 @@ class ReasonRequired(DomainError):
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Render every error as ``{"code", "message", "details"}``."""
     if isinstance(exc, DomainError):
+        retry_after = getattr(exc, "retry_after", None) or getattr(exc, "seconds_left", None)
         return Response(
             {"code": exc.code, "message": exc.message, "details": exc.details},
             status=exc.http_status,
+            headers={"Retry-After": str(retry_after)} if retry_after else None,
         )
     if isinstance(exc, ValidationError):
         exc = exceptions.ValidationError(

@@ -303,6 +303,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1: the first version with webhooks.
+    "OAS_VERSION": "3.1.0",
+    # The core's callback is the core's API to us: a webhook in the document, not a path.
+    "PREPROCESSING_HOOKS": ["api.schema.exclude_core_callback"],
+    "WEBHOOKS": ["api.schema.core_event_webhook"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_error_envelope",
+    ],
+    # One component per choice set that several serializers use.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStateEnum": "activation.models.CaseState",
+        "FailureReasonEnum": "activation.models.FailureReason",
+    },
 }
 
 # Access tokens for the mobile app: short-lived JWTs, refreshed with a rotating refresh token
@@ -316,6 +330,12 @@ SIMPLE_JWT = {
     "USER_ID_CLAIM": "user_id",
     "UPDATE_LAST_LOGIN": False,
 }
+
+# A retried API request with the same Idempotency-Key gets the first answer again for this long
+# (api/idempotency.py); the issue promises at least a day.
+API_IDEMPOTENCY_KEY_HOURS = env.int("API_IDEMPOTENCY_KEY_HOURS", default=24)
+if not 24 <= API_IDEMPOTENCY_KEY_HOURS <= 24 * 30:
+    raise ImproperlyConfigured("API_IDEMPOTENCY_KEY_HOURS must be from 24 to 720.")
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -368,6 +388,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-risk-evaluations": {
         "task": "risk.tasks.purge_evaluations",
         "schedule": crontab(hour=4, minute=11),
+    },
+    "purge-idempotency-keys": {
+        "task": "api.tasks.purge_idempotency_keys",
+        "schedule": crontab(minute=23),
     },
     # A worker stamps the time in the cache; /readyz and /metrics show how old the stamp is.
     # A stamp not run within its interval is dropped, so a backlog does not pile them up.

@@ -1,4 +1,7 @@
+from django.http import JsonResponse
 from django.urls import include, path
+from django.utils.translation import gettext as _
+from django.views.defaults import page_not_found
 
 from activation import views as activation_views
 
@@ -18,3 +21,15 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
 ]
+
+
+def not_found(request, exception=None):
+    """A 404 under /api/ in the API's error envelope; the site's page everywhere else."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "not_found", "message": _("Not found."), "details": {}}, status=404
+        )
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

@@ -32,7 +32,8 @@ def read_device_cookie(request: HttpRequest) -> tuple[str, str, float | None]:
     return key, "valid", max(age, 0.0)
 
 
-# Machines, not browsers: a load balancer's probe or a Prometheus scrape gets no device id.
+# Machines, not browsers: a load balancer's probe or a Prometheus scrape gets no device id,
+# nor does the API (the app names its installation itself, see api/customer/clients.py).
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -55,7 +56,7 @@ class DeviceMiddleware:
         request.device_cookie = state
         request.device_cookie_age = age
         response = self.get_response(request)
-        if state != "valid" and request.path not in PROBES:
+        if state != "valid" and request.path not in PROBES and not request.path.startswith("/api/"):
             response.set_signed_cookie(
                 DEVICE_COOKIE,
                 f"{key}.{int(time.time())}",

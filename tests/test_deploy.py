@@ -9,7 +9,7 @@ from pathlib import Path
 from portal.celery import app
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_MODULES = ("accounts.", "activation.", "audit.", "portal.", "risk.", "verification.")
+OWN_MODULES = ("accounts.", "activation.", "api.", "audit.", "portal.", "risk.", "verification.")
 
 
 def our_tasks():

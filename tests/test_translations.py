@@ -18,6 +18,7 @@ SOURCES = [
     "verification",
     "risk",
     "activation",
+    "api",
     "templates",
     "locale",
 ]
