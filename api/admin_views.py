@@ -3,7 +3,6 @@
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import BadRequest
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
@@ -49,10 +48,7 @@ class CreateTokenForm(forms.Form):
 
 def _app_code_holds(staff, code: str) -> bool:
     """The code from the member's authenticator app, typed again; used up once right."""
-    # Its own transaction: a wrong code's throttling counts even if nothing else happens.
-    # The passkeys page's own check (verification.factors has no public name for it yet).
-    with transaction.atomic():
-        return factors._staff_app_code_holds(staff, code)
+    return factors.staff_app_code_holds(staff=staff, code=code)
 
 
 def _scope_labels(token: StaffToken) -> list[str]:

@@ -280,6 +280,14 @@ def _staff_app_code_holds(staff: User, code: str) -> bool:
 
 
 @transaction.atomic
+def staff_app_code_holds(*, staff: User, code: str) -> bool:
+    """A fresh code from the staff member's authenticator app, typed again for a sensitive step
+    (a new API token); used up once right, a wrong one throttled like any other."""
+    _require_staff(staff)
+    return _staff_app_code_holds(staff, code)
+
+
+@transaction.atomic
 def open_staff_passkey_registration(
     *, staff: User, current_code: str, binding: str
 ) -> FactorChangeResult:
