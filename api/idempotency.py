@@ -112,6 +112,20 @@ def _claim(*, user, key: str, endpoint: str, fingerprint: str) -> tuple[Idempote
     return record, False
 
 
+def _take_over_abandoned(record: IdempotencyRecord) -> bool:
+    """Claim a record still "in progress" long after any request could still be running (its
+    process was killed mid-request: the transaction it ran in was rolled back), so the client's
+    retry is answered instead of being told to wait until the key expires. Of two retries, the
+    conditional update lets one win."""
+    now = _now()
+    abandoned_before = now - timedelta(seconds=settings.API_IDEMPOTENCY_ABANDONED_SECONDS)
+    return bool(
+        IdempotencyRecord.objects.filter(
+            pk=record.pk, status_code__isnull=True, created_at__lte=abandoned_before
+        ).update(created_at=now)
+    )
+
+
 def _replay(record: IdempotencyRecord) -> Response:
     headers = {**record.response_headers, REPLAYED_HEADER: "true"}
     return Response(record.response_body, status=record.status_code, headers=headers)
@@ -153,9 +167,10 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         if not created:
             if record.request_hash != fingerprint or record.endpoint != endpoint:
                 raise IdempotencyKeyReused()
-            if record.status_code is None:
+            if record.status_code is not None:
+                return _replay(record)
+            if not _take_over_abandoned(record):
                 raise IdempotencyKeyInUse()
-            return _replay(record)
 
         try:
             response = view_method(view, request, *args, **kwargs)

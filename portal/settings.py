@@ -336,6 +336,9 @@ SIMPLE_JWT = {
 API_IDEMPOTENCY_KEY_HOURS = env.int("API_IDEMPOTENCY_KEY_HOURS", default=24)
 if not 24 <= API_IDEMPOTENCY_KEY_HOURS <= 24 * 30:
     raise ImproperlyConfigured("API_IDEMPOTENCY_KEY_HOURS must be from 24 to 720.")
+# A key still "in progress" after this long belongs to a request whose process died (gunicorn
+# kills a request after 30 s): a retry with it runs afresh instead of waiting for the expiry.
+API_IDEMPOTENCY_ABANDONED_SECONDS = env.int("API_IDEMPOTENCY_ABANDONED_SECONDS", default=120)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -390,3 +390,20 @@ def test_two_simultaneous_first_requests_run_the_view_once(attempt):
     assert loser.json()["code"] == "idempotency_key_in_use"
     assert executions() == 1
     assert IdempotencyRecord.objects.get().status_code == 201
+
+
+def test_a_key_left_in_progress_by_a_dead_request_is_taken_over_after_a_while(
+    client, auth, customer, time_machine
+):
+    time_machine.move_to(timezone.now(), tick=False)
+    body = {"name": "a"}
+    assert post(client, auth, body, key="key-dead").status_code == 201
+    # What a worker killed mid-request leaves: the key claimed, no answer stored (its
+    # transaction rolled back).
+    IdempotencyRecord.objects.filter(key="key-dead").update(status_code=None, response_body=None)
+    assert post(client, auth, body, key="key-dead").status_code == 409  # it may still run
+    time_machine.shift(121)
+    assert post(client, auth, body, key="key-dead").status_code == 201
+    assert executions() == 2
+    replay = post(client, auth, body, key="key-dead")
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
