@@ -107,10 +107,25 @@ def remember_browser(request: HttpRequest, account: str) -> None:
     For a browser that proved it is the account's owner: a right password, or a password reset
     by a code texted to the account's phone.
     """
+    request.known_browser_token_to_set = remember_device(account)
+
+
+def remember_device(account: str) -> str:
+    """A new secret token that lets its holder past ``account``'s ceiling from now on (a
+    browser keeps it as a cookie, the app as its device token)."""
     # Always a new token: one sent in may have been planted, or shared with another account.
     token = secrets.token_urlsafe(32)
     cache.set(_known_browser_key(account, token), True, timeout=_known_browser_lifetime())
-    request.known_browser_token_to_set = token
+    return token
+
+
+def is_known_device(account: str, token: str | None) -> bool:
+    """Whether ``token`` is one ``remember_device`` gave for ``account`` and still valid."""
+    return (
+        token is not None
+        and _TOKEN_SHAPE.fullmatch(token) is not None
+        and bool(cache.get(_known_browser_key(account, token)))
+    )
 
 
 @receiver(user_logged_in)
@@ -120,8 +135,7 @@ def _remember_the_browser(sender, request: HttpRequest | None, user: User, **kwa
 
 
 def _is_known_browser(request: HttpRequest, account: str) -> bool:
-    token = _browser_token(request)
-    return token is not None and bool(cache.get(_known_browser_key(account, token)))
+    return is_known_device(account, _browser_token(request))
 
 
 class KnownBrowserMiddleware:

@@ -23,6 +23,9 @@ class CaseNotFound(DomainError):
     code = "case_not_found"
     http_status = 404
 
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or _("There is no such case among yours."), **details)
+
 
 class TransitionNotAllowed(DomainError):
     code = "transition_not_allowed"

@@ -112,6 +112,16 @@ def _claim(*, user, key: str, endpoint: str, fingerprint: str) -> tuple[Idempote
     return record, False
 
 
+# Refusals that say "try again in a moment": a retry with the same key after the wait must get
+# a fresh answer, not this one replayed for a day.
+TRANSIENT_ERRORS = frozenset({"throttled", "delivery_failed", "case_in_review"})
+
+
+def _error_code(response: Response) -> str | None:
+    data = response.data
+    return data.get("code") if isinstance(data, dict) and response.status_code >= 400 else None
+
+
 def _take_over_abandoned(record: IdempotencyRecord) -> bool:
     """Claim a record still "in progress" long after any request could still be running (its
     process was killed mid-request: the transaction it ran in was rolled back), so the client's
@@ -185,10 +195,19 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         except BaseException:
             _forget(record)
             raise
-        if response.status_code in NOT_STORED or response.status_code >= 500:
+        if (
+            response.status_code in NOT_STORED
+            or response.status_code >= 500
+            or _error_code(response) in TRANSIENT_ERRORS
+        ):
             _forget(record)
         else:
-            _store(record, response)
+            try:
+                _store(record, response)
+            except Exception:
+                # Never leave the key claimed with no answer: a retry would wait for nothing.
+                _forget(record)
+                raise
         return response
 
     return wrapper

@@ -285,6 +285,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only; deep nesting, NUL characters and oversized bodies are refused (api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.SafeJSONParser"],
     "DEFAULT_PAGINATION_CLASS": None,
     "EXCEPTION_HANDLER": "portal.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -336,6 +338,8 @@ SIMPLE_JWT = {
 API_IDEMPOTENCY_KEY_HOURS = env.int("API_IDEMPOTENCY_KEY_HOURS", default=24)
 if not 24 <= API_IDEMPOTENCY_KEY_HOURS <= 24 * 30:
     raise ImproperlyConfigured("API_IDEMPOTENCY_KEY_HOURS must be from 24 to 720.")
+# No request of the API needs more (a passkey's answer is a few kilobytes).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 # A key still "in progress" after this long belongs to a request whose process died (gunicorn
 # kills a request after 30 s): a retry with it runs afresh instead of waiting for the expiry.
 API_IDEMPOTENCY_ABANDONED_SECONDS = env.int("API_IDEMPOTENCY_ABANDONED_SECONDS", default=120)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from portal import instruments
@@ -132,7 +133,7 @@ def _start_verification(
         )
     if channel in (Channel.TOTP, Channel.PASSKEY):
         if not any(option.channel == channel for option in channel_options(customer)):
-            raise ChannelUnavailable()
+            raise ChannelUnavailable(_("That way of verifying is not set up for your account."))
         append_case_event(case, kind="verification.started", data={"channel": channel}, **actor)
         return VerificationStarted(channel=channel)
     try:

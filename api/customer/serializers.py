@@ -46,6 +46,11 @@ class TokensSerializer(serializers.Serializer):
     token_type = serializers.CharField(default="Bearer")
     expires_in = serializers.IntegerField(help_text="Seconds the access token lasts.")
     session = AppSessionSerializer()
+    device_token = serializers.CharField(
+        allow_blank=True,
+        help_text="At sign-in only (empty on refresh): keep it secret and send it as "
+        "X-Device-Token when this installation signs in again.",
+    )
 
 
 class ExplanationSerializer(serializers.Serializer):

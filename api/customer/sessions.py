@@ -6,9 +6,13 @@ refresh token used twice means it was copied: the session is revoked, so the thi
 the owner's both stop, and the owner signs in again.
 """
 
-from dataclasses import dataclass
+import hashlib
+import logging
+from dataclasses import dataclass, replace
 
+from django.conf import settings
 from django.contrib.auth import authenticate, user_logged_in
+from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -17,15 +21,17 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.backends import sign_in_identity
-from accounts.limits import sign_in_limits
+from accounts.limits import is_known_device, remember_device, sign_in_limits
 from accounts.models import User
 from accounts.services import pass_sign_in_checkpoint
 from audit.services import record_system_event
-from portal.errors import DomainError
+from portal.errors import DomainError, RateLimited
 
 from ..authentication import SESSION_CLAIM
 from ..models import AppSession
 from .clients import app_facts, first_sign_in
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidCredentials(DomainError):
@@ -33,14 +39,15 @@ class InvalidCredentials(DomainError):
     http_status = 401
 
 
-class LockedOut(DomainError):
+class LockedOut(RateLimited):
     code = "locked_out"
-    http_status = 429
 
 
-class StaffAccount(DomainError):
-    code = "staff_account"
-    http_status = 403
+def WRONG_CREDENTIALS() -> str:
+    return _(
+        "That phone number or username and password do not match an account. "
+        "Check them and try again."
+    )
 
 
 class SignInBlocked(DomainError):
@@ -59,6 +66,8 @@ class Tokens:
     refresh: str
     expires_in: int
     session: AppSession
+    # Given at sign-in only: the app keeps it and sends it when it signs in again.
+    device_token: str = ""
 
 
 def _issue(session: AppSession) -> Tokens:
@@ -76,13 +85,6 @@ def _issue(session: AppSession) -> Tokens:
     )
 
 
-def known_installation(account: str | None, installation: str) -> bool:
-    """Whether ``installation`` signed in to ``account`` before (the ceiling lets it through)."""
-    if account is None:
-        return False
-    return AppSession.objects.filter(user__username=account, installation_id=installation).exists()
-
-
 def sign_in(
     request: HttpRequest,
     *,
@@ -90,6 +92,7 @@ def sign_in(
     password: str,
     installation: str,
     platform: str,
+    device_token: str | None = None,
     device_name: str = "",
     app_version: str = "",
 ) -> Tokens:
@@ -99,24 +102,27 @@ def sign_in(
     Raises ``accounts.limits.SignInLimited`` past a limit, or a ``DomainError``.
     """
     account = sign_in_identity(request, {"username": username})
-    with sign_in_limits(request, account, known=known_installation(account, installation)):
+    # Only the secret device token a sign-in to this account handed out lets the app past the
+    # account's ceiling; the installation id is the app's own and no secret.
+    known = account is not None and is_known_device(account, device_token)
+    with sign_in_limits(request, account, known=known):
         user = authenticate(request, username=username, password=password)
         if getattr(request, "axes_locked_out", False):
             # Answered here in the API's envelope, not by django-axes' middleware with its page.
             request.axes_locked_out = False
             raise LockedOut(
-                _("Too many wrong passwords for this account. Wait a while, or reset it by SMS.")
+                _("Too many wrong passwords for this account. Wait a while, or reset it by SMS."),
+                retry_after=int(settings.AXES_COOLOFF_TIME * 3600),
             )
         if user is None:
-            raise InvalidCredentials(
-                _(
-                    "That phone number or username and password do not match an account. "
-                    "Check them and try again."
-                )
-            )
+            raise InvalidCredentials(WRONG_CREDENTIALS())
     if user.is_staff:
-        raise StaffAccount(_("Staff accounts cannot sign in to the app; use a staff token."))
-    facts = app_facts(request, installation, known_since=first_sign_in(user.pk, installation))
+        # Answered as a wrong password: the app's sign-in tells no one that a staff member's
+        # password was right (staff sign in to the back office, with their second factor).
+        raise InvalidCredentials(WRONG_CREDENTIALS())
+    facts = app_facts(
+        request, installation, known_since=first_sign_in(user.pk, installation) if known else None
+    )
     if not pass_sign_in_checkpoint(user=user, facts=facts):
         raise SignInBlocked(
             _("We cannot sign you in online at the moment. Please call our service line.")
@@ -137,8 +143,8 @@ def sign_in(
         tokens = _issue(session)
     # django-axes forgets the failures of this address and account, as after a web sign-in.
     user_logged_in.send(sender=User, request=request, user=user)
-    request.known_browser_token_to_set = None  # an app keeps no cookies
-    return tokens
+    request.known_browser_token_to_set = None  # an app keeps no cookies, but a device token:
+    return replace(tokens, device_token=remember_device(user.get_username()))
 
 
 def refresh(raw: str) -> Tokens:
@@ -158,8 +164,16 @@ def refresh(raw: str) -> Tokens:
         )
         if session is None or session.revoked_at is not None or not session.user.is_active:
             raise RefreshRefused(_("This app session has ended; sign in again."))
-        if session.refresh_jti == str(token.get("jti")):
-            return _issue(session)
+        jti = str(token.get("jti"))
+        if session.refresh_jti == jti:
+            tokens = _issue(session)
+            _remember_answer(jti, tokens)
+            return tokens
+        answer = _remembered_answer(jti, session)
+        if answer is not None:
+            # The same refresh again within the grace period (its answer was lost on the way,
+            # or the app sent it twice at once): the same new pair, not a theft.
+            return answer
         # An older token came back: someone else holds a copy. End the session for both.
         session.revoked_at = timezone.now()
         session.revoked_reason = "refresh_reused"
@@ -170,6 +184,32 @@ def refresh(raw: str) -> Tokens:
             data={"session": session.pk, "platform": session.platform},
         )
     raise RefreshRefused(_("This app session has ended; sign in again."))
+
+
+# How long a refresh token's answer is kept for the same token sent again.
+REFRESH_RETRY_GRACE_SECONDS = 60
+
+
+def _answer_key(jti: str) -> str:
+    return "api.refresh_answer:" + hashlib.sha256(jti.encode()).hexdigest()
+
+
+def _remember_answer(jti: str, tokens: Tokens) -> None:
+    answer = {"access": tokens.access, "refresh": tokens.refresh, "expires_in": tokens.expires_in}
+    try:
+        cache.set(_answer_key(jti), answer, timeout=REFRESH_RETRY_GRACE_SECONDS)
+    except Exception:  # any cache client error: a retry is then taken for a copy
+        logger.warning("API: could not keep a refresh answer for its retries")
+
+
+def _remembered_answer(jti: str, session: AppSession) -> Tokens | None:
+    try:
+        answer = cache.get(_answer_key(jti))
+    except Exception:  # any cache client error
+        return None
+    if not answer:
+        return None
+    return Tokens(session=session, **answer)
 
 
 def live_sessions(user: User):

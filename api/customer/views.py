@@ -42,6 +42,17 @@ APP_HEADERS = [
         description="The app installation's stable random id (16–64 of A–Z a–z 0–9 _ -).",
     ),
 ]
+DEVICE_TOKEN_HEADER = "X-Device-Token"  # noqa: S105 - a header name
+APP_HEADERS.append(
+    OpenApiParameter(
+        DEVICE_TOKEN_HEADER,
+        str,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="The device token an earlier sign-in to this account gave this "
+        "installation: it lets the app sign in even after many wrong passwords elsewhere.",
+    )
+)
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     str,
@@ -58,6 +69,11 @@ class MissingInstallation(DomainError):
 class InstallationMismatch(DomainError):
     code = "installation_mismatch"
     http_status = status.HTTP_401_UNAUTHORIZED
+
+
+class SessionNotFound(DomainError):
+    code = "session_not_found"
+    http_status = status.HTTP_404_NOT_FOUND
 
 
 class CaseNotRetryable(DomainError):
@@ -123,7 +139,12 @@ class CustomerView(APIView):
 
 
 def case_data(case: ActivationCase) -> dict:
+    """The case as the app sees it (times in the portal's time zone, like every other)."""
     explanation = explain(case.failure_reason)
+    return s.CaseSerializer(_case_fields(case, explanation)).data
+
+
+def _case_fields(case: ActivationCase, explanation) -> dict:
     return {
         "id": case.pk,
         "state": case.state,
@@ -175,7 +196,10 @@ class SignInView(APIView):
             )
         try:
             tokens = sessions.sign_in(
-                request._request, installation=installation, **data.validated_data
+                request._request,
+                installation=installation,
+                device_token=request.headers.get(DEVICE_TOKEN_HEADER),
+                **data.validated_data,
             )
         except SignInLimited as limited:
             raise RateLimited(
@@ -193,6 +217,7 @@ def _tokens(tokens: sessions.Tokens, current) -> dict:
             "token_type": "Bearer",
             "expires_in": tokens.expires_in,
             "session": tokens.session,
+            "device_token": tokens.device_token,
         },
         context={"current": current},
     ).data
@@ -233,7 +258,7 @@ class SessionView(CustomerView):
     def delete(self, request, session_id: int):
         """Sign one installation out (this one too): its tokens stop working at once."""
         if not sessions.revoke(request.user, session_id):
-            raise CaseNotFound(_("There is no such signed-in installation."))
+            raise SessionNotFound(_("There is no such signed-in installation."))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -2,15 +2,17 @@
 revocable tokens, cases explained in the customer's language, codes requested and submitted
 with idempotency keys, step-up and review as error codes the app acts on."""
 
+import json
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from activation.models import ActivationCase, CaseEvent, CaseState, FailureReason
-from api.models import AppSession
+from api.models import AppSession, IdempotencyRecord
 from tests.factories import PASSWORD, CustomerFactory, open_failed_case
 from tests.fixtures import last_sms_code
 
@@ -70,8 +72,11 @@ def test_sign_in_needs_an_installation_id_and_refuses_staff(customer, agent):
         format="json",
     )
     assert (response.status_code, response.json()["code"]) == (400, "installation_id_required")
+    # A staff member's right password is answered as a wrong one: the app's sign-in confirms
+    # no staff password (staff sign in to the back office, with their second factor).
     staff = sign_in(client, agent)
-    assert (staff.status_code, staff.json()["code"]) == (403, "staff_account")
+    assert (staff.status_code, staff.json()["code"]) == (401, "invalid_credentials")
+    assert not AppSession.objects.exists()
 
 
 def test_the_refresh_token_rotates_and_a_reused_one_ends_the_session(app, customer):
@@ -79,7 +84,19 @@ def test_the_refresh_token_rotates_and_a_reused_one_ends_the_session(app, custom
     anonymous = APIClient()
     rotated = anonymous.post("/api/v1/auth/refresh/", {"refresh": first_refresh}, format="json")
     assert rotated.status_code == 200
-    # The old refresh token comes back (a copy): the whole session ends, for both holders.
+    assert rotated.json()["refresh"] != first_refresh and rotated.json()["device_token"] == ""
+    # The answer was lost on a bad network: the same refresh sent again soon after gets the
+    # same new pair, and the session lives on.
+    again = anonymous.post("/api/v1/auth/refresh/", {"refresh": first_refresh}, format="json")
+    assert again.status_code == 200
+    assert (again.json()["access"], again.json()["refresh"]) == (
+        rotated.json()["access"],
+        rotated.json()["refresh"],
+    )
+    assert AppSession.objects.get(user=customer).revoked_at is None
+    # Past that grace (the kept answer gone), the old token coming back is a copy someone
+    # holds: the whole session ends, for both holders.
+    cache.clear()
     reused = anonymous.post("/api/v1/auth/refresh/", {"refresh": first_refresh}, format="json")
     assert (reused.status_code, reused.json()["code"]) == (401, "refresh_not_valid")
     newest = anonymous.post(
@@ -88,6 +105,31 @@ def test_the_refresh_token_rotates_and_a_reused_one_ends_the_session(app, custom
     assert newest.status_code == 401
     assert AppSession.objects.get(user=customer).revoked_reason == "refresh_reused"
     assert app.get("/api/v1/credit-lines/").status_code == 401
+
+
+def test_only_the_device_token_of_an_earlier_sign_in_passes_the_account_ceiling(customer):
+    first = sign_in(APIClient(), customer)
+    device_token = first.json()["device_token"]
+    assert len(device_token) == 43
+    # Many wrong passwords from many addresses, each below its own lock-out.
+    for n in range(20):
+        wrong = APIClient(REMOTE_ADDR=f"198.51.100.{n // 4 + 1}")
+        assert sign_in(wrong, customer, password="wrong-password").status_code == 401
+    # The installation id is no secret: sending the owner's does not pass the ceiling ...
+    thief = APIClient(REMOTE_ADDR="203.0.113.9")
+    refused = sign_in(thief, customer)
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) > 0
+    # ... the device token the owner's earlier sign-in handed out does.
+    owner = APIClient(REMOTE_ADDR="192.0.2.44")
+    passed = owner.post(
+        "/api/v1/auth/token/",
+        {"username": customer.username, "password": PASSWORD, "platform": "android"},
+        format="json",
+        HTTP_X_INSTALLATION_ID=INSTALLATION,
+        HTTP_X_DEVICE_TOKEN=device_token,
+    )
+    assert passed.status_code == 200, passed.json()
 
 
 def test_revoking_an_installation_ends_its_access_token_at_once(app, customer):
@@ -247,3 +289,52 @@ def test_a_path_the_api_does_not_have_is_a_404_in_the_envelope(app):
     for path in ("/api/v1/cases/-3.05e-13/channels/", "/api/v1/nothing-here/"):
         response = app.get(path)
         assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_what_the_database_or_the_answer_could_not_hold_is_a_400_not_a_500(app, customer):
+    case = open_failed_case(customer)
+    url = f"/api/v1/cases/{case.pk}/codes/"
+    for raw in (
+        '{"channel": "sms\\u0000"}',  # PostgreSQL cannot store a NUL
+        '{"channel": "\\ud800"}',  # nor a lone surrogate; the error could not echo it
+        "[" * 20_000 + "]" * 20_000,  # deep enough to exhaust the parser's stack
+    ):
+        key = str(uuid.uuid4())
+        for _try in range(2):  # the retry gets an answer too, not "in use" for a day
+            response = app.generic(
+                "POST", url, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
+            )
+            assert response.status_code == 400, raw[:30]
+            assert response.json()["code"] == "parse_error"
+    anonymous = APIClient().post(
+        "/api/v1/auth/token/",
+        json.dumps({"username": "x", "password": "y", "platform": "\ud800"}),
+        content_type="application/json",
+        HTTP_X_INSTALLATION_ID=INSTALLATION,
+    )
+    assert anonymous.status_code == 400
+
+
+def test_a_body_larger_than_any_request_needs_is_refused_unread(app, customer):
+    case = open_failed_case(customer)
+    huge = json.dumps({"channel": "sms", "code": "1" * 100_000})
+    response = app.generic(
+        "POST", f"/api/v1/cases/{case.pk}/verification/", huge, content_type="application/json"
+    )
+    assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
+
+
+def test_a_passing_refusal_is_not_replayed_to_a_retry_after_the_wait(app, customer):
+    case = open_failed_case(customer)
+    assert (
+        app.post(f"/api/v1/cases/{case.pk}/codes/", {"channel": "sms"}, format="json").status_code
+        == 202
+    )
+    key = str(uuid.uuid4())
+    body = {"channel": "sms", "code": "000000"}
+    url = f"/api/v1/cases/{case.pk}/verification/"
+    first = app.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert first.json()["code"] == "code_invalid"  # an answer: replayed to the same key
+    throttled = app.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+    assert throttled.json()["code"] == "throttled"
+    assert not IdempotencyRecord.objects.filter(response_body__code="throttled").exists()
