@@ -4,6 +4,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from phonenumber_field.modelfields import PhoneNumberField
 
+# Fields whose changes ``User.save`` stamps, and where.
+TRACKED = {
+    "phone_number": "phone_number_changed_at",
+    "email": "email_changed_at",
+    "password": "password_changed_at",
+}
+
 
 class User(AbstractUser):
     """A customer or a staff member; staff are told apart by ``is_staff`` and their groups."""
@@ -30,6 +37,9 @@ class User(AbstractUser):
     phone_number_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     email_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     password_reset_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the password last changed, however: app sessions and staff API tokens from before
+    # it stop working (whoever knew the old password keeps nothing it opened).
+    password_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
@@ -43,9 +53,7 @@ class User(AbstractUser):
     def from_db(cls, db, field_names, values):
         user = super().from_db(db, field_names, values)
         user._loaded_contacts = {
-            name: str(user.__dict__[name] or "")
-            for name in ("phone_number", "email")
-            if name in user.__dict__
+            name: str(user.__dict__[name] or "") for name in TRACKED if name in user.__dict__
         }
         return user
 
@@ -53,10 +61,7 @@ class User(AbstractUser):
         # Whoever changes a number or an address (a form, the admin, a script), the time is kept.
         loaded = getattr(self, "_loaded_contacts", {})
         changed = []
-        for name, stamp in (
-            ("phone_number", "phone_number_changed_at"),
-            ("email", "email_changed_at"),
-        ):
+        for name, stamp in TRACKED.items():
             if name in loaded and loaded[name] != str(self.__dict__.get(name) or ""):
                 setattr(self, stamp, timezone.now())
                 changed.append(stamp)
@@ -64,7 +69,5 @@ class User(AbstractUser):
             kwargs["update_fields"] = {*kwargs["update_fields"], *changed}
         super().save(*args, **kwargs)
         self._loaded_contacts = {
-            name: str(self.__dict__[name] or "")
-            for name in ("phone_number", "email")
-            if name in self.__dict__
+            name: str(self.__dict__[name] or "") for name in TRACKED if name in self.__dict__
         }

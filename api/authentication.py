@@ -26,6 +26,12 @@ TOUCH_EVERY = timedelta(minutes=1)
 SESSION_CLAIM = "sid"
 
 
+def opened_before_password_change(opened_at, user) -> bool:
+    """A session or token from before the user's last password change no longer counts."""
+    changed = user.password_changed_at
+    return changed is not None and opened_at < changed
+
+
 def bearer_token(request) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
     parts = get_authorization_header(request).split()
@@ -67,6 +73,7 @@ class AppAccessTokenAuthentication(JWTAuthentication):
             or str(user.pk) != str(access.get("user_id"))
             or not user.is_active
             or user.is_staff
+            or opened_before_password_change(session.created_at, user)
         ):
             raise exceptions.AuthenticationFailed(
                 _("This app session has ended; sign in again."), code="session_ended"
@@ -106,7 +113,11 @@ class StaffTokenAuthentication(BaseAuthentication):
         now = timezone.now()
         if row is None or not hmac.compare_digest(row.key_hash, staff_token_hash(token)):
             raise exceptions.AuthenticationFailed(_("The token is not valid."))
-        if row.revoked_at is not None or row.expires_at <= now:
+        if (
+            row.revoked_at is not None
+            or row.expires_at <= now
+            or opened_before_password_change(row.created_at, row.user)
+        ):
             raise exceptions.AuthenticationFailed(
                 _("This token has expired or was revoked."), code="token_expired"
             )

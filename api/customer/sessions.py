@@ -27,7 +27,7 @@ from accounts.services import pass_sign_in_checkpoint
 from audit.services import record_system_event
 from portal.errors import DomainError, RateLimited
 
-from ..authentication import SESSION_CLAIM
+from ..authentication import SESSION_CLAIM, opened_before_password_change
 from ..models import AppSession
 from .clients import app_facts, first_sign_in
 
@@ -162,7 +162,12 @@ def refresh(raw: str) -> Tokens:
             if isinstance(token.get(SESSION_CLAIM), int)
             else None
         )
-        if session is None or session.revoked_at is not None or not session.user.is_active:
+        if (
+            session is None
+            or session.revoked_at is not None
+            or not session.user.is_active
+            or opened_before_password_change(session.created_at, session.user)
+        ):
             raise RefreshRefused(_("This app session has ended; sign in again."))
         jti = str(token.get("jti"))
         if session.refresh_jti == jti:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from activation.models import ActivationCase, CaseEvent, CaseState, FailureReason
@@ -338,3 +339,27 @@ def test_a_passing_refusal_is_not_replayed_to_a_retry_after_the_wait(app, custom
     throttled = app.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
     assert throttled.json()["code"] == "throttled"
     assert not IdempotencyRecord.objects.filter(response_body__code="throttled").exists()
+
+
+def test_a_password_change_ends_every_app_session_from_before_it(app, customer, time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    assert app.get("/api/v1/credit-lines/").status_code == 200
+    time_machine.shift(1)
+    customer.set_password("a-new-password-2026")
+    customer.save()
+    refused = app.get("/api/v1/credit-lines/")
+    assert (refused.status_code, refused.json()["code"]) == (401, "session_ended")
+    again = APIClient().post(
+        "/api/v1/auth/refresh/", {"refresh": app.tokens["refresh"]}, format="json"
+    )
+    assert again.status_code == 401
+    # Signing in with the new password opens a session that works.
+    time_machine.shift(1)
+    fresh = sign_in(APIClient(), customer, password="a-new-password-2026")
+    assert fresh.status_code == 200
+    # Saving the user for anything else ends nothing.
+    customer.first_name = "Wei"
+    customer.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh.json()['access']}", **APP)
+    assert client.get("/api/v1/credit-lines/").status_code == 200

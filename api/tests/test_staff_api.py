@@ -66,6 +66,18 @@ def test_wrong_expired_and_revoked_tokens_are_401_with_the_envelope(agent):
     assert_error(bearer(other_plaintext).get(CASES), 401, "token_expired")
 
 
+def test_a_password_change_ends_the_tokens_made_before_it(agent, time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    client = client_for(agent)
+    assert client.get(CASES).status_code == 200
+    time_machine.shift(1)
+    agent.set_password("a-brand-new-passphrase")
+    agent.save()
+    assert_error(client.get(CASES), 401, "token_expired")
+    time_machine.shift(1)
+    assert client_for(agent).get(CASES).status_code == 200
+
+
 def test_a_token_of_someone_no_longer_staff_is_401(agent):
     client = client_for(agent)
     agent.is_staff = False
