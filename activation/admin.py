@@ -28,6 +28,7 @@ from .admin_views import (
 )
 from .integrity import last_verification
 from .models import (
+    CORE_REQUEST_FIELDS,
     ActivationCase,
     CaseEvent,
     CaseState,
@@ -110,16 +111,7 @@ class CaseEventInline(ReadOnlyInline):
 class CoreRequestInline(ReadOnlyInline):
     model = CoreRequest
     verbose_name_plural = _("Core requests")
-    fields = readonly_fields = (
-        "idempotency_key",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "last_status_code",
-        "last_error",
-        "created_at",
-        "completed_at",
-    )
+    fields = readonly_fields = CORE_REQUEST_FIELDS
 
 
 class AgeFilter(admin.SimpleListFilter):

@@ -203,6 +203,19 @@ class CoreRequest(models.Model):
         return f"{self.idempotency_key} ({self.status})"
 
 
+# What staff see of a delivery to the core (the back office's case page, the staff API).
+CORE_REQUEST_FIELDS = (
+    "idempotency_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "created_at",
+    "completed_at",
+)
+
+
 class OverrideRequest(models.Model):
     """A step one person may not take alone: an agent asks, a different supervisor decides."""
 

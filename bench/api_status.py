@@ -29,6 +29,7 @@ from bench.surge import (
     ROOT,
     WEB_PORT,
     environment,
+    json_from_child,
     percentile,
     prepare_database,
     start,
@@ -103,15 +104,7 @@ print(json.dumps({"status": status, "queries": len(queries)}))
 
 def count_queries(env: dict[str, str], customer: dict) -> dict:
     script = "import json, sys, django; django.setup()\n" + QUERY_COUNT
-    finished = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(customer)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+    return json_from_child(["-c", script, json.dumps(customer)], env)
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 
+from bench.surge import json_from_child
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "activation_rescue_bench_monitoring"
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -177,15 +179,7 @@ def measure(repeats: int) -> dict:
 
 
 def measure_in_child(env: dict[str, str], repeats: int) -> dict:
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.monitoring", "--measure", "--repeats", str(repeats)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+    return json_from_child(["-m", "bench.monitoring", "--measure", "--repeats", str(repeats)], env)
 
 
 def main() -> None:

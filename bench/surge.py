@@ -160,6 +160,14 @@ def start(
     return role, process
 
 
+def json_from_child(args: list[str], env: dict[str, str]) -> dict:
+    """Run a Python child in the project with ``env``; answer the JSON of its last line."""
+    finished = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
 def wait_for(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,7 +4,7 @@ from typing import Any
 
 from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from activation import selectors as activation_selectors
-from activation.models import ActivationCase, CaseExport
+from activation.models import CORE_REQUEST_FIELDS, ActivationCase, CaseExport
 from activation.pii import actor_label, device_label, event_data
 
 from . import selectors
@@ -67,18 +67,7 @@ def case_detail(case: ActivationCase, *, pii: bool) -> dict[str, Any]:
         "timeline": [
             _event(event, pii=pii) for event in activation_selectors.case_timeline(case.pk)
         ],
-        "core_requests": list(
-            selectors.case_core_requests(case.pk).values(
-                "idempotency_key",
-                "status",
-                "attempts",
-                "next_attempt_at",
-                "last_status_code",
-                "last_error",
-                "created_at",
-                "completed_at",
-            )
-        ),
+        "core_requests": list(selectors.case_core_requests(case.pk).values(*CORE_REQUEST_FIELDS)),
         "overrides": [
             {
                 "id": override.pk,
