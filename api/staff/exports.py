@@ -7,6 +7,7 @@ byte is out.
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 
 from django.db.models import QuerySet
@@ -19,7 +20,14 @@ from activation.models import CaseExport
 
 
 def start_export(*, staff: User, filters: ExportFilters, fmt: str) -> CaseExport:
-    """Record an export to be downloaded; whether it holds PII follows the person's role."""
+    """Record an export to be downloaded; whether it holds PII follows the person's role.
+
+    Without an end, it ends when it was started: every download of it then holds the same
+    events (the trail only grows), so a download repeated after a lost connection gives the
+    same bytes and the same manifest.
+    """
+    if filters.until is None:
+        filters = replace(filters, until=timezone.now())
     return CaseExport.objects.create(
         format=fmt, filters=filters.as_json(), pii=can(staff, "view_pii"), created_by=staff
     )

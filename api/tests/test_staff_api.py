@@ -370,6 +370,19 @@ def test_an_export_is_streamed_and_its_manifest_matches_the_bytes(auditor, fmt):
     assert event.actor == auditor and event.data["sha256"] == body["sha256"]
 
 
+def test_a_download_repeated_later_gives_the_same_bytes(auditor, time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    open_review_case()
+    client = client_for(auditor, scopes=["export"])
+    export = start(client)
+    first = b"".join(client.get(export["download_url"]).streaming_content)
+    time_machine.shift(5)
+    open_review_case()  # the trail grows after the export was started
+    again = b"".join(client.get(export["download_url"]).streaming_content)
+    assert again == first
+    assert client.get(export["manifest_url"]).json()["sha256"] == hashlib.sha256(first).hexdigest()
+
+
 def test_an_export_is_downloaded_in_the_format_asked_for(auditor):
     open_review_case()
     client = client_for(auditor, scopes=["export"])
