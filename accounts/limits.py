@@ -92,8 +92,20 @@ def _browser_token(request: HttpRequest) -> str | None:
     return token if _TOKEN_SHAPE.fullmatch(token) else None
 
 
+def _password_generation(account: str) -> str:
+    """When ``account``'s password last changed ("" if never, or no such account): a token
+    remembered before a change is not known after it."""
+    changed = (
+        User.objects.filter(username=account).values_list("password_changed_at", flat=True).first()
+    )
+    return changed.isoformat() if changed else ""
+
+
 def _known_browser_key(account: str, token: str) -> str:
-    digest = salted_hmac("accounts.limits.known_browser", f"{account}\x00{token}").hexdigest()
+    generation = _password_generation(account)
+    digest = salted_hmac(
+        "accounts.limits.known_browser", f"{account}\x00{generation}\x00{token}"
+    ).hexdigest()
     return f"accounts.sign_in.known_browser:{digest}"
 
 

@@ -8,7 +8,6 @@ from phonenumber_field.modelfields import PhoneNumberField
 TRACKED = {
     "phone_number": "phone_number_changed_at",
     "email": "email_changed_at",
-    "password": "password_changed_at",
 }
 
 
@@ -65,6 +64,12 @@ class User(AbstractUser):
             if name in loaded and loaded[name] != str(self.__dict__.get(name) or ""):
                 setattr(self, stamp, timezone.now())
                 changed.append(stamp)
+        # set_password() leaves the new raw password in ``_password`` until the save; Django's
+        # rehash of an unchanged password on sign-in (a new hasher default) clears it first,
+        # so an upgrade of the hash is not a change of the password.
+        if self._password is not None and not self._state.adding:
+            self.password_changed_at = timezone.now()
+            changed.append("password_changed_at")
         if changed and kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], *changed}
         super().save(*args, **kwargs)

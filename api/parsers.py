@@ -34,6 +34,9 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_("The JSON nests too deep.")) from None
+        except ParseError:
+            # DRF's message quotes the Python error (limits, settings): say it plainly instead.
+            raise ParseError(_("The request body is not valid JSON.")) from None
         problem = unstorable_json(data)
         if problem:
             raise ParseError(problem)

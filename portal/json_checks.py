@@ -4,6 +4,8 @@ import math
 import re
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 # The contract's events nest three deep; the margin is generous, and far below what would
 # exhaust the stack when the event is stored, hashed into the timeline or rendered.
 MAX_JSON_NESTING = 32
@@ -20,13 +22,15 @@ def unstorable_json(value: Any) -> str | None:
         item, depth = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return "A string holds a NUL character."
+                return _("A string holds a NUL character.")
             if LONE_SURROGATE.search(item):
-                return "A string holds a lone UTF-16 surrogate, which UTF-8 cannot encode."
+                return _("A string holds a lone UTF-16 surrogate, which UTF-8 cannot encode.")
         if isinstance(item, float) and not math.isfinite(item):
-            return "A number is NaN or infinite."
+            return _("A number is NaN or infinite.")
         if isinstance(item, dict | list) and depth >= MAX_JSON_NESTING:
-            return f"Objects and arrays nest deeper than {MAX_JSON_NESTING} levels."
+            return _("Objects and arrays nest deeper than %(levels)d levels.") % {
+                "levels": MAX_JSON_NESTING
+            }
         if isinstance(item, dict):
             pending.extend((key, depth + 1) for key in item)
             pending.extend((member, depth + 1) for member in item.values())

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from django.conf import settings
-from django.contrib.auth import authenticate, user_logged_in
+from django.contrib.auth import authenticate, user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest
@@ -107,6 +107,13 @@ def sign_in(
     known = account is not None and is_known_device(account, device_token)
     with sign_in_limits(request, account, known=known):
         user = authenticate(request, username=username, password=password)
+        if user is not None and user.is_staff:
+            # A staff member's right password counts as a wrong one here, in every limit too,
+            # so neither the answer nor the lock-out tells that it was right (staff sign in to
+            # the back office, with their second factor).
+            request.sign_in_wrong_password = True
+            user_login_failed.send(sender=User, credentials={"username": username}, request=request)
+            user = None
         if getattr(request, "axes_locked_out", False):
             # Answered here in the API's envelope, not by django-axes' middleware with its page.
             request.axes_locked_out = False
@@ -116,10 +123,6 @@ def sign_in(
             )
         if user is None:
             raise InvalidCredentials(WRONG_CREDENTIALS())
-    if user.is_staff:
-        # Answered as a wrong password: the app's sign-in tells no one that a staff member's
-        # password was right (staff sign in to the back office, with their second factor).
-        raise InvalidCredentials(WRONG_CREDENTIALS())
     facts = app_facts(
         request, installation, known_since=first_sign_in(user.pk, installation) if known else None
     )

@@ -363,3 +363,45 @@ def test_a_password_change_ends_every_app_session_from_before_it(app, customer, 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh.json()['access']}", **APP)
     assert client.get("/api/v1/credit-lines/").status_code == 200
+
+
+def test_a_staff_password_counts_as_a_wrong_one_even_in_the_lock_out(agent):
+    client = APIClient()
+    answers = [sign_in(client, agent) for _ in range(5)]  # the right password, five times
+    assert [a.status_code for a in answers[:4]] == [401] * 4
+    assert (answers[4].status_code, answers[4].json()["code"]) == (429, "locked_out")
+
+
+def test_a_device_token_from_before_a_password_change_passes_nothing(customer, time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    device_token = sign_in(APIClient(), customer).json()["device_token"]
+    time_machine.shift(1)
+    customer.set_password("a-new-password-2026")
+    customer.save()
+    for n in range(20):
+        wrong = APIClient(REMOTE_ADDR=f"198.51.100.{n // 4 + 1}")
+        assert sign_in(wrong, customer, password="wrong-password").status_code == 401
+    stale = APIClient(REMOTE_ADDR="192.0.2.44").post(
+        "/api/v1/auth/token/",
+        {"username": customer.username, "password": "a-new-password-2026", "platform": "ios"},
+        format="json",
+        HTTP_X_INSTALLATION_ID=INSTALLATION,
+        HTTP_X_DEVICE_TOKEN=device_token,
+    )
+    assert (stale.status_code, stale.json()["code"]) == (429, "rate_limited")
+
+
+def test_a_rehash_of_the_same_password_is_not_a_password_change(app, customer, settings):
+    # A hash from an older Django (fewer iterations) is upgraded at the next sign-in.
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    old = PBKDF2PasswordHasher().encode(PASSWORD, "saltsaltsalt", iterations=100_000)
+    type(customer).objects.filter(pk=customer.pk).update(password=old)
+    customer.refresh_from_db()
+    before = customer.password_changed_at
+    assert sign_in(APIClient(), customer, installation="inst-second-phone-0001").status_code == 200
+    customer.refresh_from_db()
+    assert customer.password != old  # upgraded ...
+    assert customer.password_changed_at == before  # ... but not changed
+    assert app.get("/api/v1/credit-lines/").status_code == 200
