@@ -23,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.models import User
+from api.models import StaffToken
 from audit.services import record_system_event
 from portal.errors import DomainError
 
@@ -469,6 +470,10 @@ def approve_authenticator_reset(
     StaticDevice.objects.filter(user=member).delete()
     # And the passkeys: a reset starts the member again from the app alone.
     WebAuthnCredential.objects.filter(user=member).delete()
+    # And the member's API tokens: whoever holds the lost phone or laptop may hold those too.
+    StaffToken.objects.filter(user=member, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_by=staff
+    )
     _decide(reset, staff, AuthenticatorReset.Status.APPROVED)
     # An earlier approval's window that was never used closes: one way in at a time.
     AuthenticatorReset.objects.filter(

@@ -78,6 +78,22 @@ def test_a_password_change_ends_the_tokens_made_before_it(agent, time_machine):
     assert client_for(agent).get(CASES).status_code == 200
 
 
+def test_an_approved_authenticator_reset_revokes_the_members_tokens(
+    agent, supervisor, other_supervisor
+):
+    from verification import factors
+
+    client = client_for(agent)
+    assert client.get(CASES).status_code == 200
+    reset = factors.request_authenticator_reset(
+        staff=supervisor, staff_member_id=agent.pk, reason="phone and laptop stolen"
+    )
+    assert client.get(CASES).status_code == 200  # asked for, not yet approved
+    factors.approve_authenticator_reset(reset_id=reset.pk, staff=other_supervisor)
+    assert_error(client.get(CASES), 401, "token_expired")
+    assert StaffToken.objects.get(user=agent).revoked_by == other_supervisor
+
+
 def test_a_token_of_someone_no_longer_staff_is_401(agent):
     client = client_for(agent)
     agent.is_staff = False
