@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.utils import timezone
@@ -38,6 +39,24 @@ STATES_COUNTED_BY_REASON = (CaseState.FAILED, CaseState.NEEDS_REVIEW)
 
 def _breakers() -> dict[str, CircuitBreaker]:
     return {"core": core_breaker(), "sms_gateway": sms_gateway_breaker()}
+
+
+@dataclass(frozen=True)
+class CacheReadings:
+    """What the cache holds about the system's safety: each breaker's state, the heartbeat."""
+
+    breakers: dict[str, str]  # "core", "sms_gateway" -> "closed" / "open" / "half_open"
+    heartbeat_age: float | None  # seconds; None if no worker ever ran the heartbeat
+
+
+def read_cache() -> CacheReadings | None:
+    """The breakers and the worker heartbeat, or None (logged) if the cache did not answer."""
+    try:
+        states = {name: breaker.state() for name, breaker in _breakers().items()}
+        return CacheReadings(breakers=states, heartbeat_age=worker_heartbeat_age_seconds())
+    except Exception:  # any cache client error
+        logger.warning("The cache did not answer: breakers and worker heartbeat unknown")
+        return None
 
 
 class BusinessCollector(Collector):
@@ -116,12 +135,10 @@ class BusinessCollector(Collector):
     def _from_cache(self) -> Iterator[Metric]:
         # The cache holds the breakers and the heartbeat. If it is down, /readyz says so; the
         # database gauges above are still worth a scrape, so these samples are left out.
-        try:
-            states = {name: breaker.state() for name, breaker in _breakers().items()}
-            heartbeat_age = worker_heartbeat_age_seconds()
-        except Exception:  # any cache client error
-            logger.warning("Metrics: the cache did not answer; breaker and heartbeat left out")
+        readings = read_cache()
+        if readings is None:
             return
+        states, heartbeat_age = readings.breakers, readings.heartbeat_age
         breakers = GaugeMetricFamily(
             PREFIX + "circuit_breaker_state",
             "1 on each circuit breaker's current state (closed, open or half_open).",

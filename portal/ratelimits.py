@@ -50,20 +50,26 @@ def too_many_requests(
     return response
 
 
+def retry_wait(request: HttpRequest) -> int:
+    """Count one retry (a code asked for or submitted, on the web or the app) per customer
+    and per address; return how long to wait (0: go ahead)."""
+    return seconds_to_wait(
+        request,
+        group="activation.retry",
+        limits=[
+            (customer_or_address_key, settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER),
+            (client_address_key, settings.ACTIVATION_RETRY_RATE_PER_IP),
+        ],
+    )
+
+
 def limit_retry_posts(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Answer a customer who retries too fast with a friendly 429 instead of doing the work."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method == "POST":
-            wait = seconds_to_wait(
-                request,
-                group="activation.retry",
-                limits=[
-                    (customer_or_address_key, settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER),
-                    (client_address_key, settings.ACTIVATION_RETRY_RATE_PER_IP),
-                ],
-            )
+            wait = retry_wait(request)
             if wait:
                 return too_many_requests(request, wait)
         return view(request, *args, **kwargs)

@@ -21,7 +21,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.backends import sign_in_identity
-from accounts.limits import is_known_device, remember_device, sign_in_limits
+from accounts.limits import is_known_device, sign_in_limits
 from accounts.models import User
 from accounts.services import pass_sign_in_checkpoint
 from audit.services import record_system_event
@@ -144,10 +144,13 @@ def sign_in(
             refresh_jti="",
         )
         tokens = _issue(session)
-    # django-axes forgets the failures of this address and account, as after a web sign-in.
+    # As after a web sign-in: django-axes forgets this address's and account's failures, and
+    # accounts.limits remembers the device with a new token, which a browser would get as a
+    # cookie and the app gets in the answer.
     user_logged_in.send(sender=User, request=request, user=user)
-    request.known_browser_token_to_set = None  # an app keeps no cookies, but a device token:
-    return replace(tokens, device_token=remember_device(user.get_username()))
+    device_token = request.known_browser_token_to_set
+    request.known_browser_token_to_set = None  # no cookie: an app keeps none
+    return replace(tokens, device_token=device_token)
 
 
 def refresh(raw: str) -> Tokens:

@@ -1,8 +1,9 @@
 """The customer API: what the web pages do, through the same services, for the mobile app."""
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from django.conf import settings
 from django.http import Http404
 from django.utils.crypto import salted_hmac
 from django.utils.translation import get_language, gettext_lazy
@@ -21,7 +22,7 @@ from activation.reasons import explain
 from activation.services.checkpoint import stronger_channel
 from activation.transitions import TransitionNotAllowed
 from portal.errors import DomainError, RateLimited
-from portal.ratelimits import client_address_key, customer_or_address_key, seconds_to_wait
+from portal.ratelimits import retry_wait
 from verification.models import Channel
 from verification.services import CheckResult, channel_options, seconds_until_resend
 
@@ -124,14 +125,7 @@ class CustomerView(APIView):
 
     def limit(self) -> None:
         """The web's retry limits: per customer and per address."""
-        wait = seconds_to_wait(
-            self.request._request,
-            group="activation.retry",
-            limits=[
-                (customer_or_address_key, settings.ACTIVATION_RETRY_RATE_PER_CUSTOMER),
-                (client_address_key, settings.ACTIVATION_RETRY_RATE_PER_IP),
-            ],
-        )
+        wait = retry_wait(self.request._request)
         if wait:
             raise RateLimited(
                 _("Too many requests in a short time. Please wait a moment."), retry_after=wait
@@ -163,6 +157,17 @@ def _case_fields(case: ActivationCase, explanation) -> dict:
             "waiting_helps": explanation.waiting_helps,
         },
     }
+
+
+@contextmanager
+def case_still_retryable() -> Iterator[None]:
+    """The case moved on (verified elsewhere, with staff, settled): 409, with its state."""
+    try:
+        yield
+    except TransitionNotAllowed as error:
+        raise CaseNotRetryable(
+            _("This case cannot be retried now."), state=error.details["current"]
+        ) from None
 
 
 def _case(request, case_id: int) -> ActivationCase:
@@ -330,7 +335,7 @@ class CodesView(CustomerView):
         data = s.RequestCodeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         channel = data.validated_data["channel"]
-        try:
+        with case_still_retryable():
             started = services.start_verification(
                 case_id=case_id,
                 customer=request.user,
@@ -338,10 +343,6 @@ class CodesView(CustomerView):
                 language=get_language(),
                 context=self.context(),
             )
-        except TransitionNotAllowed as error:
-            raise CaseNotRetryable(
-                _("This case cannot be retried now."), state=error.details["current"]
-            ) from None
         if started.held:
             raise CaseInReview(_("Our staff are reviewing this activation; we will tell you."))
         if started.step_up:
@@ -387,8 +388,8 @@ WRONG = {
 
 def passkey_binding(session) -> str:
     """The value that ties passkey requests to this app session (43 characters, like the web's)."""
-    digest = salted_hmac("api.passkey_binding", str(session.pk)).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:43].ljust(43, "A")
+    digest = salted_hmac("api.passkey_binding", str(session.pk), algorithm="sha256").digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")  # 32 bytes: 43 characters
 
 
 class VerificationView(CustomerView):
@@ -405,7 +406,7 @@ class VerificationView(CustomerView):
         data = s.SubmitCodeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         channel = data.validated_data["channel"]
-        try:
+        with case_still_retryable():
             result = services.verify_and_submit(
                 case_id=case_id,
                 customer=request.user,
@@ -417,10 +418,6 @@ class VerificationView(CustomerView):
                 if channel == Channel.PASSKEY
                 else "",
             )
-        except TransitionNotAllowed as error:
-            raise CaseNotRetryable(
-                _("This case cannot be retried now."), state=error.details["current"]
-            ) from None
         if result == CheckResult.OK:
             case = _case(request, case_id)
             return Response(case_data(case), status=status.HTTP_202_ACCEPTED)
@@ -437,14 +434,10 @@ class PasskeyOptionsView(CustomerView):
     def post(self, request, case_id: int):
         """A passkey request for this case, as the platform authenticator takes it."""
         self.limit()
-        try:
+        with case_still_retryable():
             options = services.passkey_options(
                 case_id=case_id,
                 customer=request.user,
                 binding=passkey_binding(request.app_session),
             )
-        except TransitionNotAllowed as error:
-            raise CaseNotRetryable(
-                _("This case cannot be retried now."), state=error.details["current"]
-            ) from None
         return Response(options, headers={"Cache-Control": "no-store"})
