@@ -25,6 +25,7 @@ from accounts.masking import mask_ip_address, mask_name, mask_phone_number
 from accounts.models import User
 from audit.chain import canonical_timestamp
 from audit.services import record_system_event
+from portal.db import stream
 
 from .models import CaseEvent
 from .pii import device_label, event_data
@@ -228,7 +229,7 @@ def stream_export(
     digest = hashlib.sha256()
 
     def rows() -> Iterator[dict[str, Any]]:
-        for values in events_for_export(filters).iterator(chunk_size=2000):
+        for values in stream(events_for_export(filters), chunk_size=2000):
             row = _row(values, pii=pii)
             manifest.rows += 1
             manifest.chain_heads[str(row["case_id"])] = {"seq": row["seq"], "hash": row["hash"]}

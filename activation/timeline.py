@@ -1,5 +1,6 @@
 """The case timeline: appending events and checking their chain."""
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from audit.chain import (
     find_chain_break,
     json_native,
 )
+from portal.db import stream
 from portal.middleware import client_ip
 from risk.facts import ClientFacts
 
@@ -97,7 +99,10 @@ def append_case_event(
 
 def find_case_chain_break(case_id: int) -> ChainBreak | None:
     """Check one case's whole chain, reading it in order without holding it all in memory."""
-    events = CaseEvent.objects.filter(case_id=case_id).order_by("seq").iterator(chunk_size=500)
-    return find_chain_break(
-        (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash) for event in events
-    )
+    events = stream(CaseEvent.objects.filter(case_id=case_id).order_by("seq"), chunk_size=500)
+    # Closed at the first break, so the read's transaction ends here, not when collected.
+    with closing(events):
+        return find_chain_break(
+            (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash)
+            for event in events
+        )

@@ -1,11 +1,13 @@
 """The system audit trail: one hash chain for everything that is not about a single case."""
 
+from contextlib import closing
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from portal.db import stream
 
 from .chain import (
     GENESIS_HASH,
@@ -72,7 +74,10 @@ def _wait_for_the_chain() -> None:
 
 
 def find_system_chain_break() -> ChainBreak | None:
-    events = SystemEvent.objects.order_by("seq").iterator(chunk_size=500)
-    return find_chain_break(
-        (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash) for event in events
-    )
+    events = stream(SystemEvent.objects.order_by("seq"), chunk_size=500)
+    # Closed at the first break, so the read's transaction ends here, not when collected.
+    with closing(events):
+        return find_chain_break(
+            (event.pk, event.seq, event_fields(event), event.prev_hash, event.hash)
+            for event in events
+        )

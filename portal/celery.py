@@ -27,6 +27,16 @@ app.autodiscover_tasks(["portal"])
 # task that failed. The fix-up's own closing is switched off by a reuse count no worker reaches.
 app.conf.update(CELERY_DB_REUSE_MAX=2**62)
 
+# RedBeat (portal/beat.py) looks its settings up under their own lower-case names, which Celery's
+# CELERY_ namespace does not give it: without these it would fall back to the broker's URL.
+app.conf.update(
+    {
+        name.removeprefix("CELERY_").lower(): getattr(settings, name)
+        for name in dir(settings)
+        if name.startswith("CELERY_REDBEAT_")
+    }
+)
+
 
 @task_prerun.connect
 def _before_task(*, task: Task, **_kwargs: Any) -> None:

@@ -71,16 +71,18 @@ def _worker_heartbeat() -> dict[str, float | bool | str | None]:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 only when the database, the broker and the cache all answer.
+    """Answer 200 only when the database and the cache answer; report the broker too.
 
-    The worker heartbeat is reported but does not decide readiness: every web node shares the
-    workers, so stopped workers would take every node out of the load balancer at once, while
-    the pages still work (retries wait in the outbox). Its age is alerted on through /metrics.
+    HAProxy sends requests only to nodes that answer 200 here (deploy/haproxy.cfg). The broker
+    and the worker heartbeat are reported but do not decide readiness: every web node shares
+    them, so a broker restart or stopped workers would take every node out of the load balancer
+    at once, while the pages still work (the work waits in the outbox and the sweep sends it).
+    The broker's state is alerted on through /metrics and the logs.
     """
-    checks = {"database": _check_database(), "broker": _check_broker(), "cache": _check_cache()}
-    ready = all(problem is None for problem in checks.values())
+    checks = {"database": _check_database(), "cache": _check_cache(), "broker": _check_broker()}
+    ready = checks["database"] is None and checks["cache"] is None
     body = {
-        "status": "ok" if ready else "unavailable",
+        "status": ("ok" if checks["broker"] is None else "degraded") if ready else "unavailable",
         "checks": {name: problem or "ok" for name, problem in checks.items()},
         "worker_heartbeat": _worker_heartbeat(),
     }

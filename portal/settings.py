@@ -47,6 +47,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# Set when DATABASE_URL points at PgBouncer in transaction pooling mode (deploy/pgbouncer.ini):
+# consecutive transactions of one connection may then run on different server connections, so
+# nothing may outlive a transaction. No prepared statements; the server-side cursors behind
+# ``.iterator()`` are only ever opened inside a transaction (portal.db.stream), the export's
+# COPY and temporary table live in one, and advisory locks are transaction-scoped. See
+# docs/deploy.md.
+DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
+if DATABASE_TRANSACTION_POOLING:
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 
 CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
 
@@ -71,6 +80,13 @@ if PRODUCTION:
         problems.append("SMS_BACKEND must be set (verification.sms.HttpGatewayBackend)")
     if not env.str("WEBAUTHN_RP_ID", default="") or not env.list("WEBAUTHN_ORIGINS", default=[]):
         problems.append("WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS must name the passkeys' domain")
+    if "TRUSTED_PROXY_COUNT" not in os.environ:
+        # Behind a load balancer with the default 0, every customer would share the balancer's
+        # address in lock-outs, rate limits and the risk rules; set it to the number of proxies
+        # (0 only for a node that faces the internet itself).
+        problems.append(
+            "TRUSTED_PROXY_COUNT must be set to the number of load balancers in front (0 if none)"
+        )
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems) + ".")
 
@@ -204,9 +220,13 @@ ACCOUNTS_PASSWORD_RESET_RATE_PER_NUMBER = _rate("ACCOUNTS_PASSWORD_RESET_RATE_PE
 # How many proxies of our own (load balancers) stand in front of the web nodes. Each appends the
 # address it saw to X-Forwarded-For; with 0 the header is ignored, since then the client wrote it.
 # Lock-outs, rate limits, the timeline and the audit trail use the address this resolves.
-TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
-if TRUSTED_PROXY_COUNT < 0:
-    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT must be 0 or more, not {TRUSTED_PROXY_COUNT}.")
+_trusted_proxies = env.str("TRUSTED_PROXY_COUNT", default="0").strip()
+if not _trusted_proxies.isdigit():
+    # Also an empty value: "set, but to nothing" is no answer to how many proxies stand in front.
+    raise ImproperlyConfigured(
+        f"TRUSTED_PROXY_COUNT must be a whole number, 0 or more, not {_trusted_proxies!r}."
+    )
+TRUSTED_PROXY_COUNT = int(_trusted_proxies)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "activation:list"
 LOGOUT_REDIRECT_URL = "home"
@@ -358,6 +378,24 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ, the production broker: durable quorum queues (replicated on a cluster, kept
+    # across a broker restart), publisher confirms so a send that returned is on disk, and
+    # RabbitMQ's own delayed delivery for countdowns (quorum queues have no global QoS, so a
+    # worker must not hold delayed messages itself). A topic exchange is what that needs.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE = "quorum"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# A web request publishes after its transaction committed (portal.queue): with the broker down it
+# gives up within about two seconds and the outbox sweep sends the work later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -408,6 +446,26 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 30},
     },
 }
+
+# Exactly one beat across the fleet: with Redis at hand, beat keeps its schedule there and runs
+# only while it holds RedBeat's lock; a second beat waits for the lock and takes over within
+# CELERY_BEAT_LOCK_SECONDS of the first one's death (portal/beat.py). Every periodic task is
+# also safe if two ever run at once. Without Redis (the embedded defaults) beat keeps its
+# schedule in a local file, and one machine runs one beat.
+_REDIS_CACHE = "redis" in CACHES["default"]["BACKEND"].lower()
+CELERY_REDBEAT_REDIS_URL = env.str(
+    "CELERY_REDBEAT_REDIS_URL", default=CACHES["default"]["LOCATION"] if _REDIS_CACHE else ""
+)
+if CELERY_REDBEAT_REDIS_URL:
+    CELERY_BEAT_SCHEDULER = "portal.beat:LockedScheduler"
+    CELERY_REDBEAT_KEY_PREFIX = env.str(
+        "CELERY_REDBEAT_KEY_PREFIX", default="activation-rescue:beat"
+    )
+    CELERY_REDBEAT_LOCK_TIMEOUT = env.int("CELERY_BEAT_LOCK_SECONDS", default=30)
+    # Beat wakes at least this often: to renew the lock well before it expires.
+    CELERY_BEAT_MAX_INTERVAL = max(1, CELERY_REDBEAT_LOCK_TIMEOUT // 6)
+    # A Redis restart is waited out (retrying for this long) instead of ending beat.
+    CELERY_REDBEAT_REDIS_OPTIONS = {"retry_period": 60}
 
 # Rate limits and the circuit breaker need a cache shared by every process with atomic increments:
 # Redis in production (Django's own RedisCache has them, though django-ratelimit only knows

@@ -1,6 +1,7 @@
 """What the core reports about a line, by callback or by poll, and escalation of silence."""
 
 import time
+from contextlib import closing
 from datetime import datetime
 from itertools import islice
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from portal.breaker import core_breaker
+from portal.db import stream
 
 from ..core.client import CoreClient, CoreUnavailable, CreditLineStatus
 from ..errors import UnknownCreditLine
@@ -143,16 +145,21 @@ def reconcile_activations(*, client: CoreClient | None = None) -> dict[str, int]
     unreachable_in_a_row = 0
     with core_client(client) as core:
         for done, (case_id, reference) in enumerate(cases):
+            poll = _take_poll(case_id)
+            if poll is None:
+                continue  # another run asks about this case in this period
             if (
                 unreachable_in_a_row >= settings.ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE
                 or time.monotonic() >= deadline
                 or not breaker.allow()  # last: a half-open trial is only taken to be used
             ):
+                cache.delete(poll)  # not asked: the next run may take it
                 counts["skipped"] = len(cases) - done
                 break
             try:
                 line_status = core.get_credit_line(reference)
             except CoreUnavailable:
+                cache.delete(poll)  # nothing learnt: the next run may ask at once
                 breaker.record_failure()
                 unreachable_in_a_row += 1
                 counts["unreachable"] += 1
@@ -177,6 +184,22 @@ def _cases_to_poll(now: datetime) -> list[tuple[int, str]]:
     return waiting + _review_cases_due(now, wanted=limit - len(waiting))
 
 
+def _take_poll(case_id: int) -> str | None:
+    """Take this period's poll of a case; return its cache key, or None if another run took it.
+
+    Two runs at once (a second beat for a moment, or runs queued while the workers were down and
+    then taken by several workers together) would each ask the core about the same case and
+    each put its answer on the timeline. The period is half the reconcile interval, so that runs
+    on schedule always find the poll free. The key names the period by the clock (which tests
+    move), not by the cache's expiry.
+    """
+    interval = settings.CELERY_BEAT_SCHEDULE["reconcile-activations"]["schedule"]
+    period = max(float(interval) / 2, 1.0)
+    key = f"reconcile:poll:{case_id}:{int(timezone.now().timestamp() // period)}"
+    # cache.add is atomic: of two runs taking one case's poll, one gets it.
+    return key if cache.add(key, True, timeout=int(period) * 2 + 1) else None
+
+
 def _review_poll_key(case_id: int) -> str:
     return f"reconcile:review-polled:{case_id}"
 
@@ -184,7 +207,7 @@ def _review_poll_key(case_id: int) -> str:
 def _review_cases_due(now: datetime, *, wanted: int) -> list[tuple[int, str]]:
     """Up to ``wanted`` cases in review not asked about within the review poll interval, the
     longest in review first; read in chunks, and no further than needed."""
-    cases = (
+    in_review = (
         ActivationCase.objects.filter(
             # Only a case whose request went out at least once can have reached the core.
             Exists(CoreRequest.objects.filter(case=OuterRef("pk"), attempts__gte=1)),
@@ -193,15 +216,17 @@ def _review_cases_due(now: datetime, *, wanted: int) -> list[tuple[int, str]]:
         )
         .order_by("state_changed_at")
         .values_list("pk", "credit_line__reference")
-        .iterator(chunk_size=500)
     )
     # The marker holds the time of the poll, not just its presence, so that a test moving the
     # clock (and a cache that keeps keys a little longer) still sees the interval as set.
     cutoff = now.timestamp() - settings.ACTIVATION_REVIEW_POLL_INTERVAL_SECONDS
     due: list[tuple[int, str]] = []
-    while len(due) < wanted and (chunk := list(islice(cases, 500))):
-        polled_at = cache.get_many([_review_poll_key(case_id) for case_id, _ref in chunk])
-        due += [case for case in chunk if polled_at.get(_review_poll_key(case[0]), 0) <= cutoff]
+    # Usually only the first chunk or two are read: closing the stream once enough are found
+    # ends its transaction (and its cursor) here, not whenever the generator is collected.
+    with closing(stream(in_review, chunk_size=500)) as cases:
+        while len(due) < wanted and (chunk := list(islice(cases, 500))):
+            polled_at = cache.get_many([_review_poll_key(case_id) for case_id, _ref in chunk])
+            due += [case for case in chunk if polled_at.get(_review_poll_key(case[0]), 0) <= cutoff]
     return due[: max(wanted, 0)]
 
 

@@ -2,8 +2,6 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from portal import health
-
 
 @pytest.mark.django_db
 def test_healthz_answers(client):
@@ -23,15 +21,18 @@ def test_readyz_reports_database_and_broker(client, settings):
 
 
 @pytest.mark.django_db
-def test_readyz_is_503_when_the_broker_is_down(client, monkeypatch):
+def test_a_broker_outage_is_reported_but_keeps_the_node_in_the_load_balancer(client, monkeypatch):
+    # Every web node shares the broker: were it to decide readiness, a broker restart would take
+    # every node out of HAProxy at once, while the pages work (the outbox sends the work later).
     from portal.celery import app
 
     monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
     response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["broker"] != "ok"
-    assert health.healthz  # liveness does not depend on the broker
-    assert client.get("/healthz").status_code == 200
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["broker"] != "ok"
+    assert body["checks"]["database"] == "ok"
 
 
 UNREACHABLE_REDIS_CACHE = {

@@ -19,6 +19,7 @@ GOOD = {
     "WEBAUTHN_RP_ID": "rescue.example.com",
     "WEBAUTHN_ORIGINS": "https://rescue.example.com",
     "SMS_BACKEND": "verification.sms.HttpGatewayBackend",
+    "TRUSTED_PROXY_COUNT": "1",
 }
 
 
@@ -79,6 +80,25 @@ def test_production_refuses_to_guess_the_sms_backend():
     result = load_settings(without=("SMS_BACKEND",))
     assert result.returncode != 0
     assert "SMS_BACKEND must be set" in result.stderr
+
+
+def test_production_refuses_to_guess_how_many_proxies_stand_in_front():
+    result = load_settings(without=("TRUSTED_PROXY_COUNT",))
+    assert result.returncode != 0
+    assert "Refusing to start in production" in result.stderr
+    assert "TRUSTED_PROXY_COUNT must be set" in result.stderr
+
+
+def test_production_starts_with_no_proxies_when_that_is_said_explicitly():
+    result = load_settings(TRUSTED_PROXY_COUNT="0")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "two", "-1", "1.5"])
+def test_a_proxy_count_that_is_no_whole_number_is_refused_by_name(value):
+    result = load_settings(TRUSTED_PROXY_COUNT=value)
+    assert result.returncode != 0
+    assert f"TRUSTED_PROXY_COUNT must be a whole number, 0 or more, not {value!r}" in result.stderr
 
 
 def test_passkey_origins_must_use_https_but_on_localhost():

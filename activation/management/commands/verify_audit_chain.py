@@ -22,17 +22,17 @@ class Command(BaseCommand):
         parser.add_argument("--manifest", help="an earlier export's manifest to check against")
 
     def handle(self, *args, case=None, since=None, until=None, manifest=None, **options):
-        case_ids = ActivationCase.objects.order_by("pk").values_list("pk", flat=True)
+        cases = ActivationCase.objects.all()
         if case is not None:
-            case_ids = case_ids.filter(pk=case)
+            cases = cases.filter(pk=case)
         if since or until:
             events = CaseEvent.objects.all()
             if since:
                 events = events.filter(created_at__gte=self._moment(since))
             if until:
                 events = events.filter(created_at__lt=self._moment(until))
-            case_ids = case_ids.filter(pk__in=events.values("case_id"))
-        checked, problems = chain_problems(case_ids.iterator(chunk_size=1000))
+            cases = cases.filter(pk__in=events.values("case_id"))
+        checked, problems = chain_problems(cases)
         if manifest:
             problems += verify_chain_heads(json.loads(Path(manifest).read_text()))
         for problem in problems:
