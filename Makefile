@@ -9,7 +9,7 @@ WEB_PORT ?= 8000
 CORE_PORT ?= 8001
 CORE_API_URL ?= http://127.0.0.1:$(CORE_PORT)
 
-.PHONY: run test lint format bench bench-risk setup clean openapi
+.PHONY: run test lint format bench bench-risk fleet setup clean openapi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,3 +66,10 @@ bench: $(STAMP)
 # The risk checkpoint's labelled synthetic traffic alone (PostgreSQL only; see docs/risk.md).
 bench-risk: $(STAMP)
 	$(BIN)/python -m bench.risk_traffic --seed 11 --customers $${BENCH_RISK_CUSTOMERS:-400}
+
+# The fleet on this machine (HAProxy, two web and two worker nodes, two beats, PgBouncer, the core
+# simulator; the machine's PostgreSQL, Redis and RabbitMQ) under node failures: docs/deploy.md.
+# It restarts the machine's Redis and PostgreSQL; FLEET_ARGS="--redis flush --postgres terminate"
+# leaves them running. `make test` runs the short version (tests/test_fleet.py).
+fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet --customers $${FLEET_CUSTOMERS:-300} $(FLEET_ARGS)

@@ -41,8 +41,12 @@ PASSWORD = "bench-password-123"  # noqa: S105
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(roles: dict[int, str]) -> collections.Counter:
-    """CPU seconds used so far, by role: our process groups, PostgreSQL, Redis, this client."""
+# The shared services' processes, by the start of their name, and the role they count under.
+SERVICES = {"postgres": "postgresql", "redis": "redis"}
+
+
+def cpu_seconds(roles: dict[int, str], services: dict[str, str] = SERVICES) -> collections.Counter:
+    """CPU seconds used so far, by role: our process groups, the services, this client."""
     totals: collections.Counter = collections.Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -58,22 +62,24 @@ def cpu_seconds(roles: dict[int, str]) -> collections.Counter:
             totals["load generator"] += used
         elif group in roles:
             totals[roles[group]] += used
-        elif name.startswith(("postgres", "redis")):
-            totals["postgresql" if name.startswith("postgres") else "redis"] += used
+        elif service := next(
+            (role for start, role in services.items() if name.startswith(start)), None
+        ):
+            totals[service] += used
     return totals
 
 
 class CpuMeter:
     """CPU milliseconds per request, by role, between ``start`` and ``per_request``."""
 
-    def __init__(self, roles: dict[int, str]) -> None:
-        self.roles, self.began = roles, collections.Counter()
+    def __init__(self, roles: dict[int, str], services: dict[str, str] = SERVICES) -> None:
+        self.roles, self.services, self.began = roles, services, collections.Counter()
 
     def start(self) -> None:
-        self.began = cpu_seconds(self.roles)
+        self.began = cpu_seconds(self.roles, self.services)
 
     def per_request(self, requests: int) -> dict[str, float]:
-        used = cpu_seconds(self.roles)
+        used = cpu_seconds(self.roles, self.services)
         used.subtract(self.began)
         by_role = {role: round(1000 * seconds / requests, 2) for role, seconds in used.items()}
         return dict(sorted(by_role.items())) | {"total": round(sum(by_role.values()), 2)}
@@ -114,10 +120,12 @@ def environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def prepare_database(env: dict[str, str], customers: int) -> None:
+def prepare_database(env: dict[str, str], customers: int, database: str = DB_NAME) -> None:
+    """Create ``database`` afresh, migrate it (through ``env``) and seed ``customers``, each with
+    a credit line and a stuck case."""
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB_NAME}")
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {database}")
     for command in (["migrate"], ["collectstatic", "--noinput"]):
         subprocess.run(
             [sys.executable, "manage.py", *command, "-v0"], cwd=ROOT, env=env, check=True

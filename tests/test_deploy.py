@@ -1,6 +1,7 @@
 """The production process files: each one loads and says what the README says."""
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -66,5 +67,24 @@ def test_the_procfile_runs_web_worker_and_beat_from_our_files():
     assert set(processes) == {"web", "worker", "beat"}
     assert processes["web"][:3] == ["gunicorn", "-c", "deploy/gunicorn.conf.py"]
     assert (ROOT / processes["web"][2]).exists()
-    assert processes["worker"][:4] == ["celery", "-A", "portal", "worker"]
-    assert processes["beat"][:4] == ["celery", "-A", "portal", "beat"]
+    assert processes["worker"][:5] == ["celery", "-A", "portal", "--quiet", "worker"]
+    assert processes["beat"][:5] == ["celery", "-A", "portal", "--quiet", "beat"]
+
+
+def test_celery_accepts_every_option_the_procfile_gives_it():
+    # `celery -A portal worker --quiet` once stood here: --quiet belongs before the command,
+    # and the worker refused to start.
+    for line in (ROOT / "deploy" / "Procfile").read_text().splitlines():
+        if line.startswith(("worker:", "beat:")):
+            command = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line.split(":", 1)[1])
+            args = shlex.split(command)
+            assert args[0] == "celery"
+            result = subprocess.run(
+                [sys.executable, "-m", *args, "--help"],
+                cwd=ROOT,
+                env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, (line, result.stderr[-500:])
