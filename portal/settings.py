@@ -459,11 +459,12 @@ CELERY_REDBEAT_REDIS_URL = env.str(
 if CELERY_REDBEAT_REDIS_URL:
     CELERY_BEAT_SCHEDULER = "portal.beat:LockedScheduler"
     CELERY_REDBEAT_KEY_PREFIX = env.str(
-        "CELERY_REDBEAT_KEY_PREFIX", default="activation-rescue:beat"
+        "CELERY_REDBEAT_KEY_PREFIX", default="activation-rescue:beat:"
     )
     CELERY_REDBEAT_LOCK_TIMEOUT = env.int("CELERY_BEAT_LOCK_SECONDS", default=30)
-    # Beat wakes at least this often: to renew the lock well before it expires.
-    CELERY_BEAT_MAX_INTERVAL = max(1, CELERY_REDBEAT_LOCK_TIMEOUT // 6)
+    # Beat wakes at least this often, to renew the lock well before it expires (portal/beat.py
+    # keeps to this even where the setting is left out).
+    CELERY_BEAT_MAX_LOOP_INTERVAL = max(1, CELERY_REDBEAT_LOCK_TIMEOUT // 6)
     # A Redis restart is waited out (retrying for this long) instead of ending beat.
     CELERY_REDBEAT_REDIS_OPTIONS = {"retry_period": 60}
 

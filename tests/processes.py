@@ -38,6 +38,16 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP the process, as a long garbage-collection or virtual-machine pause would."""
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
@@ -106,7 +116,10 @@ def start_worker(tmp_path: Path, name: str, env: dict[str, str]) -> Process:
     return process
 
 
-def start_beat(tmp_path: Path, env: dict[str, str]) -> Process:
+def start_beat(
+    tmp_path: Path, env: dict[str, str], *, name: str = "beat", options: tuple[str, ...] = ()
+) -> Process:
+    """Start beat; it has started, though it may still wait for another beat's lock."""
     process = Process(
         [
             python(),
@@ -115,12 +128,13 @@ def start_beat(tmp_path: Path, env: dict[str, str]) -> Process:
             "-A",
             "portal",
             "beat",
-            f"--schedule={tmp_path / 'beat-schedule'}",
+            f"--schedule={tmp_path / f'{name}-schedule'}",
             "--loglevel=INFO",
+            *options,
         ],
         env,
-        "beat",
+        name,
         tmp_path,
     )
-    wait_until(lambda: "beat: Starting" in process.output(), timeout=60, what="beat")
+    wait_until(lambda: "beat: Starting" in process.output(), timeout=60, what=name)
     return process

@@ -136,7 +136,8 @@ def reconcile_activations(*, client: CoreClient | None = None) -> dict[str, int]
     each). A run is bounded so that an outage costs it little: an open core breaker skips
     polling, and the run stops after ``ACTIVATION_RECONCILE_MAX_CONSECUTIVE_UNREACHABLE``
     unanswered reads in a row or once ``ACTIVATION_RECONCILE_BUDGET_SECONDS`` have passed. What
-    is left over is counted as ``skipped`` and asked about by the next run.
+    is left over is counted as ``skipped`` and asked about by the next run. Runs that overlap or
+    follow each other closely ask about each case once (``_take_poll``).
     """
     cases = _cases_to_poll(timezone.now())
     counts = {"polled": 0, "activated": 0, "escalated": 0, "unreachable": 0, "skipped": 0}

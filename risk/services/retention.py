@@ -29,5 +29,7 @@ def purge_old_evaluations(*, batch: int = BATCH) -> int:
             )
             if not ids:
                 return purged
-            Evaluation.objects.filter(pk__in=ids).delete()
-        purged += len(ids)
+            _total, deleted = Evaluation.objects.filter(pk__in=ids).delete()
+        # What this run deleted, not what it picked: a run at the same time may have deleted
+        # the same batch first (this one waited for it and found the rows gone).
+        purged += deleted.get(Evaluation._meta.label, 0)
