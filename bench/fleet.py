@@ -318,6 +318,8 @@ def fleet_nodes(workdir: Path, env: dict[str, str], haproxy_pem: Path) -> dict[s
         "HAPROXY_BIND": f"127.0.0.1:{HAPROXY_PORT}",
         "HAPROXY_CERT": str(haproxy_pem),
         "HAPROXY_STATS_SOCKET": str(workdir / "haproxy.sock"),
+        # Every customer of the run connects from 127.0.0.1.
+        "HAPROXY_CONNECTIONS_PER_CLIENT": "100000",
         "PORTAL_HOST": "localhost",
         "WEB_NODE_1": f"127.0.0.1:{WEB_PORTS[0]}",
         "WEB_NODE_2": f"127.0.0.1:{WEB_PORTS[1]}",
@@ -561,6 +563,21 @@ class Faults:
         return done
 
 
+def database_activity() -> dict[str, int]:
+    """The fleet database's transactions and row writes so far, and the cluster's WAL position.
+
+    The WAL is the whole cluster's: quiet other databases for a clean figure.
+    """
+    with psycopg.connect(f"{PG}/postgres") as db:
+        row = db.execute(
+            "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+            "pg_current_wal_lsn() - '0/0'::pg_lsn FROM pg_stat_database WHERE datname = %s",
+            [DB_NAME],
+        ).fetchone()
+    names = ("transactions", "inserted", "updated", "deleted", "wal_bytes")
+    return dict(zip(names, map(int, row), strict=True))
+
+
 def cpu_by_role(nodes: dict[str, Node]) -> collections.Counter:
     """CPU seconds used so far by each kind of node (killed incarnations included) and service.
 
@@ -712,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
             what="a beat holding the lock",
         )
         began = time.monotonic()
-        cpu_before = cpu_by_role(nodes)
+        cpu_before, database_before = cpu_by_role(nodes), database_activity()
         plan = fault_plan(faults, options.seconds, options.seed)
         print("failures planned at", plan, flush=True)
         customers, failovers = asyncio.run(
@@ -723,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
         settled_seconds = round(time.monotonic() - began, 1)
         cpu = cpu_by_role(nodes)
         cpu.subtract(cpu_before)
+        # An idle backend reports its counts within ten seconds (PostgreSQL 15's statistics).
+        time.sleep(11)
+        database = collections.Counter(database_activity())
+        database.subtract(database_before)
         chains = subprocess.run(
             [sys.executable, "manage.py", "verify_audit_chain"],
             cwd=ROOT,
@@ -742,6 +763,14 @@ def main(argv: list[str] | None = None) -> int:
         seconds_until_settled=settled_seconds,
         activations_per_second=round(counts["cases"].get("activated", 0) / settled_seconds, 2),
         cpu_ms_per_activation=cpu_per_activation(cpu, counts["cases"].get("activated", 0)),
+        # Each activation here is a whole visit: sign in (a password check), the case list, a
+        # code sent, the code checked and sent to the core, the core's callback.
+        password_check_cpu_ms=password_check_cpu_ms(env),
+        database_per_activation={
+            what: round(amount / max(counts["cases"].get("activated", 0), 1), 1)
+            for what, amount in database.items()
+        },
+        requests_through_haproxy=len(re.findall(r" portal~? web/web\d ", nodes["haproxy"].log())),
         failovers=failover_report(customers, failovers),
         customers_done=sum(c.done for c in customers),
         customers_who_started_over=sum(1 for c in customers if c.flows > 1),
@@ -777,6 +806,18 @@ def beat_periods(env: dict[str, str]) -> dict[str, float]:
         "if isinstance(v['schedule'], (int, float))}))"
     )
     return surge.json_from_child(["-c", code], env)
+
+
+def password_check_cpu_ms(env: dict[str, str]) -> float:
+    """CPU milliseconds of one password check with the nodes' hasher: most of a sign-in."""
+    code = (
+        "import django, json, time; django.setup(); "
+        "from django.contrib.auth.hashers import check_password, make_password; "
+        "hashed = make_password('x'); began = time.process_time(); "
+        "[check_password('x', hashed) for _ in range(5)]; "
+        "print(json.dumps({'ms': 1000 * (time.process_time() - began) / 5}))"
+    )
+    return round(surge.json_from_child(["-c", code], env)["ms"], 1)
 
 
 def periodic_report(runs: dict[str, int], periods: dict[str, float], seconds: float) -> dict:

@@ -25,6 +25,11 @@ graceful_timeout = 30
 max_requests = 10_000
 max_requests_jitter = 1_000
 accesslog = "-"
+# The client as the balancer saw it and the request id the logs carry, beside the balancer's own
+# address (%(h)s).
+access_log_format = (
+    '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)s "%(a)s" %({x-request-id}i)s'
+)
 errorlog = "-"
 # The portal trusts X-Forwarded-For only as far as TRUSTED_PROXY_COUNT says; gunicorn itself
 # must not rewrite the address from headers.

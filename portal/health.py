@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import logging
 import uuid
 
 from django.conf import settings
@@ -16,6 +17,8 @@ from portal.celery import app as celery_app
 from .heartbeat import worker_heartbeat_age_seconds
 from .metrics import CONTENT_TYPE, render_metrics
 
+logger = logging.getLogger(__name__)
+
 
 @never_cache
 @require_GET
@@ -24,22 +27,43 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+BROKER_CHECK_SECONDS = 1.0
+
+
+def _problem(check: str, error: Exception, where: str = "") -> str:
+    """Log what failed in full; answer only the kind of error.
+
+    The message names hosts, ports and users of the fleet's insides, which the logs may hold
+    and the answer to an HTTP request must not.
+    """
+    logger.warning(
+        "readiness: the %s check failed%s: %s: %s",
+        check,
+        f" ({where})" if where else "",
+        type(error).__name__,
+        error,
+    )
+    return type(error).__name__
+
+
 def _check_database() -> str | None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as error:  # a probe reports any failure instead of raising
-        return f"{type(error).__name__}: {error}"
+        return _problem("database", error)
     return None
 
 
 def _check_broker() -> str | None:
+    broker = celery_app.connection_for_write()
     try:
-        with celery_app.connection_for_write() as broker:
-            broker.ensure_connection(max_retries=1, timeout=2)
+        with broker:
+            # Well inside HAProxy's 3 s check timeout, however the broker fails.
+            broker.ensure_connection(max_retries=1, timeout=BROKER_CHECK_SECONDS)
     except Exception as error:  # a probe reports any failure instead of raising
-        return f"{type(error).__name__}: {error}"
+        return _problem("broker", error, where=broker.as_uri())  # the password masked
     return None
 
 
@@ -51,7 +75,7 @@ def _check_cache() -> str | None:
         read = cache.get(key)
         cache.delete(key)
     except Exception as error:  # a probe reports any failure instead of raising
-        return f"{type(error).__name__}: {error}"
+        return _problem("cache", error)
     return None if read == value else "the cache did not give back what was just stored"
 
 

@@ -19,34 +19,64 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from ipware import get_client_ip
 
 from portal import instruments, logs
+
+
+def from_a_trusted_proxy(request: HttpRequest) -> bool:
+    """Whether the request came through proxies of our own, so their headers may be believed.
+
+    ``TRUSTED_PROXY_COUNT`` says how many stand in front; the nearest one must also connect
+    from ``TRUSTED_PROXY_NETWORKS`` (the private networks by default). A web node reached
+    directly from elsewhere, by mistake or through a hole in the firewall, then believes none
+    of what the client wrote.
+    """
+    if not settings.TRUSTED_PROXY_COUNT:
+        return False
+    try:
+        nearest = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
+    except ValueError:
+        return False
+    if nearest.version == 6 and nearest.ipv4_mapped is not None:
+        nearest = nearest.ipv4_mapped
+    return any(nearest in network for network in settings.TRUSTED_PROXY_NETWORKS)
+
+
+def _forwarded_address(entry: str) -> str | None:
+    """The address in one ``X-Forwarded-For`` entry: bare, ``[v6]``, ``[v6]:port``, ``v4:port``."""
+    entry = entry.strip()
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
 
 
 def resolve_client_ip(request: HttpRequest) -> str | None:
     """Return the client's address, looking past ``TRUSTED_PROXY_COUNT`` proxies of our own.
 
-    The nearest proxy is ``REMOTE_ADDR``; each proxy behind it appended the address it saw to
+    The nearest proxy is ``REMOTE_ADDR``; each proxy appended the address it saw to
     ``X-Forwarded-For``, so the client is that many entries from the right. Whatever stands
-    further left was written by the client and is never believed. With no trusted proxy the
-    header is ignored altogether, since then the client wrote all of it.
+    further left was written by the client and is never read: the entries are split on commas
+    only, with no quoting, so nothing the client wrote can swallow or shift the proxies'
+    entries (a stray ``"`` once did, through a parser that honoured quotes). With no trusted
+    proxy in front the header is ignored, since then the client wrote all of it.
     """
     remote_addr = request.META.get("REMOTE_ADDR") or None
-    trusted = settings.TRUSTED_PROXY_COUNT
-    if not trusted:
+    if not from_a_trusted_proxy(request):
         return remote_addr
-    # ipware counts only the proxies named in the header; the nearest one is REMOTE_ADDR.
-    # Not strict: a junk entry the client put on the left must not void the whole header.
-    address, _routable = get_client_ip(
-        request,
-        proxy_order="left-most",
-        proxy_count=trusted - 1,
-        request_header_order=["HTTP_X_FORWARDED_FOR"],
-        strict=False,
-    )
-    # Too few entries: the request did not come through every proxy, so only the socket counts.
-    return address or remote_addr
+    # Several header lines arrive joined by commas, in order.
+    entries = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    trusted = settings.TRUSTED_PROXY_COUNT
+    if len(entries) < trusted:
+        # The request did not come through every proxy: only the socket counts.
+        return remote_addr
+    # Unreadable where our own proxy wrote: count the request against that proxy, never against
+    # an address the client may have chosen.
+    return _forwarded_address(entries[-trusted]) or remote_addr
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -100,11 +130,11 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 def resolve_request_id(request: HttpRequest) -> str:
     """Return the id our proxy gave this request in ``X-Request-ID``, or a new one.
 
-    The header is believed only behind a trusted proxy (``TRUSTED_PROXY_COUNT``), which sets or
-    replaces it; without one the client wrote it, and could make its requests look like
+    The header is believed only from a trusted proxy (``from_a_trusted_proxy``), which sets or
+    replaces it; otherwise the client wrote it, and could make its requests look like
     someone else's in the logs.
     """
-    if settings.TRUSTED_PROXY_COUNT:
+    if from_a_trusted_proxy(request):
         offered = request.META.get("HTTP_X_REQUEST_ID", "")
         if _SANE_REQUEST_ID.fullmatch(offered):
             return offered

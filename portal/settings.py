@@ -4,6 +4,7 @@ Development runs on embedded defaults (SQLite and a filesystem broker in ``var/`
 (``PORTAL_ENV=production``) refuses to start on any insecure default.
 """
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -227,6 +228,25 @@ if not _trusted_proxies.isdigit():
         f"TRUSTED_PROXY_COUNT must be a whole number, 0 or more, not {_trusted_proxies!r}."
     )
 TRUSTED_PROXY_COUNT = int(_trusted_proxies)
+# Where the nearest of those proxies connects from: X-Forwarded-For and X-Request-ID are believed
+# only from there. The private networks by default, where load balancers live.
+try:
+    TRUSTED_PROXY_NETWORKS = [
+        ipaddress.ip_network(network.strip())
+        for network in env.list(
+            "TRUSTED_PROXY_NETWORKS",
+            default=[
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+            ],
+        )
+    ]
+except ValueError as error:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_NETWORKS: {error}.") from error
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "activation:list"
 LOGOUT_REDIRECT_URL = "home"

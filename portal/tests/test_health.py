@@ -111,3 +111,22 @@ def test_probes_and_scrapes_are_given_no_device_cookie(client, path):
     response = client.get(path)
     assert DEVICE_COOKIE not in response.cookies
     assert DEVICE_COOKIE in client.get("/accounts/login/").cookies
+
+
+@pytest.mark.django_db
+def test_readyz_names_the_failure_but_not_the_fleets_hosts(client, monkeypatch, caplog):
+    from portal.celery import app
+
+    monkeypatch.setattr(
+        app.conf, "broker_url", "amqp://portal:s3cret@rabbit-1.prod.internal:5672//"
+    )
+    response = client.get("/readyz")
+    problem = response.json()["checks"]["broker"]
+    assert problem != "ok"
+    assert "prod.internal" not in response.content.decode()
+    assert "s3cret" not in response.content.decode()
+    assert problem == "OperationalError"
+    # The operators find the whole message in the log, the password still masked.
+    assert "rabbit-1.prod.internal" in caplog.text
+    assert "Name or service not known" in caplog.text
+    assert "s3cret" not in caplog.text
