@@ -367,6 +367,12 @@ class Customer:
     attempts: list[Attempt] = field(default_factory=list)
     flows: int = 0
     done: bool = False
+    # Where each unsuccessful visit stopped, and with what answer.
+    stops: list[str] = field(default_factory=list)
+
+    def gave_up(self, step: str, status: int) -> bool:
+        self.stops.append(f"{step}: {status}")
+        return False
 
     @property
     def phone(self) -> str:
@@ -427,41 +433,34 @@ class Surge:
         customer.flows += 1
         status, _ = await self.request(customer, "login page", "GET", "/accounts/login/")
         if status != 200:
-            return False
+            return customer.gave_up("login page", status)
         form = {"username": f"bench{customer.index}", "password": PASSWORD}
-        status, _ = await self.request(
-            customer,
-            "sign in",
-            "POST",
-            "/accounts/login/",
-            form | {"csrfmiddlewaretoken": self.csrf(customer)},
-        )
+        form["csrfmiddlewaretoken"] = self.csrf(customer)
+        status, _ = await self.request(customer, "sign in", "POST", "/accounts/login/", form)
         if status != 302:
-            return False
+            return customer.gave_up("sign in", status)
         status, listing = await self.request(customer, "case list", "GET", "/activation/")
         found = re.search(r"/activation/(\d+)/retry/", listing)
         if status != 200 or not found:
-            return status == 200 and "/activation/" in listing  # nothing left to retry
+            if status == 200 and "/activation/" in listing:
+                return True  # nothing left to retry: an earlier submission got through
+            return customer.gave_up("case list", status)
         customer.case_id = int(found.group(1))
         retry = f"/activation/{customer.case_id}/retry/"
-        for _ask in range(3):
-            seen, _code = self.sms_count(customer.phone)
-            data = {"action": "send", "channel": "sms", "csrfmiddlewaretoken": self.csrf(customer)}
-            status, _ = await self.request(customer, "send code", "POST", retry, data)
-            if status >= 500:
-                return False
-            code = None
-            for _wait in range(40):  # reading the phone: up to 20 s for the message
-                await asyncio.sleep(0.5)
-                count, code = self.sms_count(customer.phone)
-                if count > seen:
-                    break
-            else:
-                code = None
-            if code:
+        seen, code = self.sms_count(customer.phone)
+        data = {"action": "send", "channel": "sms", "csrfmiddlewaretoken": self.csrf(customer)}
+        status, _ = await self.request(customer, "send code", "POST", retry, data)
+        if status >= 500:
+            return customer.gave_up("send code", status)
+        for _wait in range(40):  # reading the phone: up to 20 s for the message
+            await asyncio.sleep(0.5)
+            count, newest = self.sms_count(customer.phone)
+            if count > seen:
+                code = newest
                 break
+        # No new message (another code was asked for a moment ago): the last one still works.
         if not code:
-            return False
+            return customer.gave_up("no code came", status)
         await asyncio.sleep(random.uniform(1, 3))  # typing it in
         data = {
             "action": "verify",
@@ -470,7 +469,7 @@ class Surge:
             "csrfmiddlewaretoken": self.csrf(customer),
         }
         status, _ = await self.request(customer, "submit code", "POST", retry, data)
-        return status == 302
+        return status == 302 or customer.gave_up("submit code", status)
 
     async def customer(self, customer: Customer, arrival: float) -> None:
         await asyncio.sleep(arrival)
@@ -774,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         failovers=failover_report(customers, failovers),
         customers_done=sum(c.done for c in customers),
         customers_who_started_over=sum(1 for c in customers if c.flows > 1),
+        visits_stopped_at=dict(collections.Counter(stop for c in customers for stop in c.stops)),
+        customers_not_done={f"bench{c.index}": c.stops for c in customers if not c.done},
         final=counts,
         duplicate_activations_at_core=sum(1 for n in core["activations"].values() if n > 1),
         chains=chains.stdout.strip() or chains.stderr.strip()[-500:],
