@@ -51,10 +51,14 @@ class LockedScheduler(RedBeatScheduler):
                 self._hold_the_lock_again()
                 return 0.0
             return super().tick(*args, **kwargs)
-        except LockError:
+        except LockError as error:
             # Redis lost the lock (a restart without persistence) or another beat holds it
-            # since ours expired: send nothing until this beat holds it again.
-            logger.warning("beat lost its lock; waiting to hold it again before sending anything")
+            # since ours expired: send nothing until this beat holds it again. A pause first,
+            # so that whatever took the lock away cannot make beat spin.
+            logger.warning(
+                "beat lost its lock (%s); waiting to hold it again before sending anything", error
+            )
+            time.sleep(OUTAGE_RETRY_SECONDS)
             self._hold_the_lock_again()
             return 0.0
         except (RedisConnectionError, RedisTimeoutError) as error:

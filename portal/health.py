@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import logging
+import time
 import uuid
 
 from django.conf import settings
@@ -56,7 +57,23 @@ def _check_database() -> str | None:
     return None
 
 
+# The broker's answer, reused for this long: it does not decide readiness, and a new AMQP
+# connection on every probe of every balancer, each second, costs more than the rest of it.
+BROKER_CHECK_REUSE_SECONDS = 5.0
+_last_broker_check: tuple[float, str | None] = (float("-inf"), None)
+
+
 def _check_broker() -> str | None:
+    global _last_broker_check  # one answer per process, reused for a few seconds
+    checked_at, problem = _last_broker_check
+    if time.monotonic() - checked_at < BROKER_CHECK_REUSE_SECONDS:
+        return problem
+    problem = _ask_the_broker()
+    _last_broker_check = (time.monotonic(), problem)
+    return problem
+
+
+def _ask_the_broker() -> str | None:
     broker = celery_app.connection_for_write()
     try:
         with broker:

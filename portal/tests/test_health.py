@@ -2,6 +2,13 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from portal import health
+
+
+@pytest.fixture(autouse=True)
+def _ask_the_broker_afresh(monkeypatch):
+    monkeypatch.setattr(health, "_last_broker_check", (float("-inf"), None))
+
 
 @pytest.mark.django_db
 def test_healthz_answers(client):
@@ -130,3 +137,15 @@ def test_readyz_names_the_failure_but_not_the_fleets_hosts(client, monkeypatch, 
     assert "rabbit-1.prod.internal" in caplog.text
     assert "Name or service not known" in caplog.text
     assert "s3cret" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_broker_is_asked_at_most_every_few_seconds(client, monkeypatch):
+    asked = []
+    monkeypatch.setattr(health, "_ask_the_broker", lambda: asked.append(1))
+    for _probe in range(5):
+        client.get("/readyz")
+    assert len(asked) == 1
+    monkeypatch.setattr(health, "_last_broker_check", (float("-inf"), None))
+    client.get("/readyz")
+    assert len(asked) == 2
