@@ -579,6 +579,13 @@ def database_activity() -> dict[str, int]:
     return dict(zip(names, map(int, row), strict=True))
 
 
+RESTARTED_SERVICE = {
+    "restart_postgres": "postgresql",
+    "restart_redis": "redis",
+    "restart_rabbitmq": "rabbitmq",
+}
+
+
 def cpu_by_role(nodes: dict[str, Node]) -> collections.Counter:
     """CPU seconds used so far by each kind of node (killed incarnations included) and service.
 
@@ -787,6 +794,10 @@ def main(argv: list[str] | None = None) -> int:
         settled_seconds = round(time.monotonic() - began, 1)
         cpu = cpu_by_role(nodes)
         cpu.subtract(cpu_before)
+        for fault, service in RESTARTED_SERVICE.items():
+            if fault in faults:
+                # Its processes ended meanwhile and took their CPU figures with them.
+                cpu.pop(service, None)
         # An idle backend reports its counts within ten seconds (PostgreSQL 15's statistics).
         time.sleep(11)
         database = collections.Counter(database_activity())

@@ -16,7 +16,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 backlog = 2048
-# Longer than the load balancer's idle timeout, so the balancer closes idle connections first.
+# Longer than HAProxy keeps an idle connection to a node (pool-purge-delay, 5 s), so HAProxy
+# closes idle connections first.
 keepalive = 75
 # A request that takes this long is stuck (the core client's own timeouts are a few seconds).
 timeout = 30
