@@ -784,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         began = time.monotonic()
         cpu_before, database_before = cpu_by_role(nodes), database_activity()
+        # Beat ran while the fleet came up: count from here.
+        runs_before = collections.Counter(periodic_runs(workdir))
         plan = fault_plan(faults, options.seconds, options.seed)
         print("failures planned at", plan, flush=True)
         customers, failovers = asyncio.run(
@@ -812,7 +814,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         core = httpx.get(f"http://127.0.0.1:{CORE_PORT}/_sim/stats", timeout=10).json()
         beat_seconds = time.monotonic() - began
-        runs = periodic_runs(workdir)
+        runs = collections.Counter(periodic_runs(workdir))
+        runs.subtract(runs_before)
     finally:
         for node in nodes.values():
             node.stop()
