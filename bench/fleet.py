@@ -247,6 +247,11 @@ def pgbouncer_command(workdir: Path) -> list[str]:
     return command
 
 
+def celery_command(*args: str) -> list[str]:
+    """A Celery process of the portal, as deploy/Procfile starts it (logs only, no banner)."""
+    return [sys.executable, "-m", "celery", "-A", "portal", "--quiet", *args]
+
+
 def fleet_nodes(workdir: Path, env: dict[str, str], haproxy_pem: Path) -> dict[str, Node]:
     python = sys.executable
     base = f"https://localhost:{HAPROXY_PORT}"
@@ -282,36 +287,22 @@ def fleet_nodes(workdir: Path, env: dict[str, str], haproxy_pem: Path) -> dict[s
         nodes[f"worker{number}"] = Node(
             f"worker{number}",
             "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "--quiet",
+            celery_command(
                 "worker",
                 "--concurrency=2",
                 f"--hostname=fleet{number}@%h",
                 "--without-mingle",
                 "--without-gossip",
-            ],
+            ),
             env,
             workdir,
         )
         nodes[f"beat{number}"] = Node(
             f"beat{number}",
             "beat",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "--quiet",
-                "beat",
-                "--loglevel=INFO",
-                f"--schedule={workdir / f'beat{number}-schedule'}",
-            ],
+            celery_command(
+                "beat", "--loglevel=INFO", f"--schedule={workdir / f'beat{number}-schedule'}"
+            ),
             env | {"LOG_LEVEL": "INFO"},  # who holds the lock, and each task it sends
             workdir,
         )
@@ -514,11 +505,27 @@ class Faults:
         return "SIGKILL worker1 (Celery and its children); started again after 5 s"
 
     def restart_rabbitmq(self) -> str:
-        run(["rabbitmqctl", "-q", "stop_app"])
+        run(["rabbitmqctl", "-q", "shutdown"])  # the whole node, and waits until it is gone
         time.sleep(2)
-        run(["rabbitmqctl", "-q", "start_app"])
-        run(["rabbitmqctl", "-q", "await_startup"])
-        return "rabbitmqctl stop_app, 2 s, start_app"
+        # Detached, in a session of its own, its output nowhere: the node outlives this run.
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            timeout=60,
+        )
+        wait_until(
+            lambda: (
+                subprocess.run(["rabbitmqctl", "-q", "await_startup"], timeout=60).returncode == 0
+            ),
+            timeout=90,
+            what="RabbitMQ again",
+            every=1,
+        )
+        return "rabbitmqctl shutdown, 2 s, rabbitmq-server -detached"
 
     def restart_redis(self) -> str:
         if self.options.redis == "flush":

@@ -55,7 +55,7 @@ def test_the_fleet_loses_no_activation_when_a_web_node_dies_and_the_broker_resta
     assert output.exists(), finished.stdout[-3000:] + finished.stderr[-3000:]
     result = json.loads(output.read_text())
     assert result["problems"] == [], result
-    assert finished.returncode == 0
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
 
     # What the harness checked, checked again from its report.
     cases = result["final"]["cases"]

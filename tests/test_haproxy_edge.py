@@ -6,6 +6,7 @@ and what a web node received (or that it received nothing). Every request carrie
 header of its own, so the health checks and the other tests' requests never blur a count.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -392,18 +393,28 @@ def test_a_body_within_the_limit_reaches_the_node_whole(edge, length):
     assert header_values(seen, "Content-Length") == [str(length)]
 
 
+@contextlib.contextmanager
+def raw_tls(edge: Edge, *, timeout: float) -> Iterator[ssl.SSLSocket]:
+    """A TLS connection to the proxy, written to byte by byte by the test."""
+    with (
+        socket.create_connection(("127.0.0.1", edge.port), timeout=timeout) as raw,
+        edge.ssl_context().wrap_socket(raw, server_hostname=PORTAL_HOST) as tls,
+    ):
+        yield tls
+
+
+def post_head(edge: Edge, tag: str, length: int) -> bytes:
+    return (
+        f"POST /api/body HTTP/1.1\r\nHost: {PORTAL_HOST}:{edge.port}\r\nX-Probe: {tag}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 @pytest.mark.parametrize("length", [1000, BODY_LIMIT])
 def test_a_slow_body_waits_at_the_proxy_not_at_a_node(edge, length):
     tag = probe()
-    head = (
-        f"POST /api/slow HTTP/1.1\r\nHost: {PORTAL_HOST}:{edge.port}\r\nX-Probe: {tag}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
-    ).encode()
-    with (
-        socket.create_connection(("127.0.0.1", edge.port), timeout=10) as raw,
-        edge.ssl_context().wrap_socket(raw, server_hostname=PORTAL_HOST) as tls,
-    ):
-        tls.sendall(head + b"x" * (length - 100))
+    with raw_tls(edge, timeout=10) as tls:
+        tls.sendall(post_head(edge, tag, length) + b"x" * (length - 100))
         time.sleep(1.0)
         # Nothing of the request at either node while 100 bytes of its body are missing.
         assert edge.seen(tag) == []
@@ -420,15 +431,8 @@ def test_a_slow_body_waits_at_the_proxy_not_at_a_node(edge, length):
 
 def test_a_body_declared_too_large_is_refused_before_it_is_sent(edge):
     # The size is checked on the headers: the proxy does not wait for a body it would refuse.
-    head = (
-        f"POST /api/big HTTP/1.1\r\nHost: {PORTAL_HOST}:{edge.port}\r\nX-Probe: {probe()}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
-    ).encode()
-    with (
-        socket.create_connection(("127.0.0.1", edge.port), timeout=5) as raw,
-        edge.ssl_context().wrap_socket(raw, server_hostname=PORTAL_HOST) as tls,
-    ):
-        tls.sendall(head)
+    with raw_tls(edge, timeout=5) as tls:
+        tls.sendall(post_head(edge, probe(), 1_000_000))
         began = time.monotonic()
         response = http.client.HTTPResponse(tls)
         response.begin()
