@@ -102,7 +102,9 @@ class Node:
                     continue
                 fields = stat[stat.rindex(")") + 2 :].split()
                 if int(fields[2]) == group:
-                    total += (int(fields[11]) + int(fields[12])) / surge.CLOCK_TICKS
+                    # Its own CPU and its children's that ended (a recycled gunicorn worker).
+                    ticks = sum(int(value) for value in fields[11:15])
+                    total += ticks / surge.CLOCK_TICKS
         return total
 
     def kill(self) -> None:

@@ -46,7 +46,13 @@ SERVICES = {"postgres": "postgresql", "redis": "redis"}
 
 
 def cpu_seconds(roles: dict[int, str], services: dict[str, str] = SERVICES) -> collections.Counter:
-    """CPU seconds used so far, by role: our process groups, the services, this client."""
+    """CPU seconds used so far, by role: our process groups, the services, this client.
+
+    Each process counts its own CPU and that of its children that ended and were waited for
+    (``cutime``, ``cstime``): a PostgreSQL backend that ends mid-phase moves into its
+    postmaster's figure instead of vanishing, so no phase reads negative. This client counts
+    only its own: it waits for the set-up commands it ran.
+    """
     totals: collections.Counter = collections.Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -60,7 +66,9 @@ def cpu_seconds(roles: dict[int, str], services: dict[str, str] = SERVICES) -> c
         group, used = int(fields[2]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         if int(entry.name) == os.getpid():
             totals["load generator"] += used
-        elif group in roles:
+            continue
+        used += (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # its children that ended
+        if group in roles:
             totals[roles[group]] += used
         elif service := next(
             (role for start, role in services.items() if name.startswith(start)), None
