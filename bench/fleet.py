@@ -588,6 +588,33 @@ def database_activity() -> dict[str, int]:
     return dict(zip(names, map(int, row), strict=True))
 
 
+def pooler_activity() -> dict[str, int]:
+    """Statements and transactions PgBouncer passed to the fleet's database so far.
+
+    Every one of the fleet's processes reaches PostgreSQL through PgBouncer, so its counters are
+    exact (the health checks' ``SELECT 1`` included). Its console speaks only the simple query
+    protocol: psql asks.
+    """
+    answer = run(
+        ["psql", "-h", "127.0.0.1", "-p", str(PGBOUNCER_PORT), "-U", "postgres", "-A", "-F", "\t",
+         "pgbouncer", "-c", "SHOW STATS"]
+    ).stdout.splitlines()  # fmt: skip
+    header = answer[0].split("\t")
+    for line in answer[1:]:
+        row = dict(zip(header, line.split("\t"), strict=False))
+        if row.get("database") == DB_NAME:
+            return {
+                "statements": int(row["total_query_count"]),
+                "transactions": int(row["total_xact_count"]),
+            }
+    return {"statements": 0, "transactions": 0}
+
+
+def per_activation(amounts: collections.Counter, counts: dict) -> dict[str, float]:
+    activations = max(counts["cases"].get("activated", 0), 1)
+    return {what: round(amount / activations, 1) for what, amount in amounts.items()}
+
+
 RESTARTED_SERVICE = {
     "restart_postgres": "postgresql",
     "restart_redis": "redis",
@@ -793,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         began = time.monotonic()
         cpu_before, database_before = cpu_by_role(nodes), database_activity()
+        pooler_before = pooler_activity()
         # Beat ran while the fleet came up: count from here.
         runs_before = collections.Counter(periodic_runs(workdir))
         plan = fault_plan(faults, options.seconds, options.seed)
@@ -813,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(11)
         database = collections.Counter(database_activity())
         database.subtract(database_before)
+        pooled = collections.Counter(pooler_activity())
+        pooled.subtract(pooler_before)
         chains = subprocess.run(
             [sys.executable, "manage.py", "verify_audit_chain"],
             cwd=ROOT,
@@ -836,10 +866,9 @@ def main(argv: list[str] | None = None) -> int:
         # Each activation here is a whole visit: sign in (a password check), the case list, a
         # code sent, the code checked and sent to the core, the core's callback.
         password_check_cpu_ms=password_check_cpu_ms(env),
-        database_per_activation={
-            what: round(amount / max(counts["cases"].get("activated", 0), 1), 1)
-            for what, amount in database.items()
-        },
+        database_per_activation=per_activation(database, counts),
+        # Through PgBouncer: every statement the fleet sent, its health checks included.
+        pooler_per_activation=per_activation(pooled, counts),
         capacity_table=capacity_table(
             cpu_per_activation(cpu, counts["cases"].get("activated", 0)),
             password_check_cpu_ms(env),
