@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.export --events $${BENCH_EVENTS:-1000000}
 	$(BIN)/python -m bench.monitoring --cases $${BENCH_MONITORING_CASES:-1000000}
 	$(BIN)/python -m bench.api_status --clients 50 --requests 40
+	$(BIN)/python -m bench.statements --customers 3
 	$(BIN)/python -m bench.risk_traffic --seed 11 --customers $${BENCH_RISK_CUSTOMERS:-400}
 
 # The risk checkpoint's labelled synthetic traffic alone (PostgreSQL only; see docs/risk.md).

@@ -117,6 +117,7 @@ def environment(workdir: Path) -> dict[str, str]:
         SMS_BACKEND="verification.sms.FileBackend",
         SMS_FILE_PATH=str(workdir / "sms.jsonl"),
         PORTAL_VAR_DIR=str(workdir),
+        TRUSTED_PROXY_COUNT="0",  # the load generator talks to gunicorn directly
         ACTIVATION_RETRY_RATE_PER_IP="1000000/m",  # every virtual customer shares 127.0.0.1
         ACCOUNTS_SIGN_IN_RATE_PER_IP="1000000/m",  # and signs in from it
         ACTIVATION_SWEEP_INTERVAL_SECONDS="2",
