@@ -28,6 +28,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -61,6 +62,15 @@ REDIS_START = (
     "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
 )
 SERVICES = {"postgres": "postgresql", "redis": "redis", "beam.smp": "rabbitmq"}
+# The programs the run starts or drives, and the Debian package of each.
+PROGRAMS = {
+    "haproxy": "haproxy",
+    "pgbouncer": "pgbouncer",
+    "openssl": "openssl",
+    "psql": "postgresql-client",
+    "rabbitmqctl": "rabbitmq-server",
+    "redis-cli": "redis-tools",
+}
 # A failed request and its retry are counted against a failover that began up to this long before.
 FAILOVER_TAIL_SECONDS = 15.0
 
@@ -775,6 +785,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", choices=("restart", "flush"), default="restart")
     parser.add_argument("--output", default=str(ROOT / "var" / "fleet.json"))
     options = parser.parse_args(argv)
+    missing = [program for program in PROGRAMS if shutil.which(program) is None]
+    if missing:
+        packages = " ".join(PROGRAMS[program] for program in missing)
+        parser.exit(
+            2,
+            f"bench.fleet needs {', '.join(missing)}: apt-get install {packages} "
+            "(RabbitMQ, PostgreSQL and Redis must also be running; see .ci/run)\n",
+        )
     if options.no_faults:
         faults = []
     elif options.short:
