@@ -102,20 +102,8 @@ class Node:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        group = self.pid
-        total = 0.0
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[2]) == group:
-                    # Its own CPU and its children's that ended (a recycled gunicorn worker).
-                    ticks = sum(int(value) for value in fields[11:15])
-                    total += ticks / surge.CLOCK_TICKS
-        return total
+        """CPU of the node's process group so far, children that ended included."""
+        return surge.cpu_seconds({self.pid: self.name}, services={})[self.name]
 
     def kill(self) -> None:
         """SIGKILL the node and its children at once, as a machine that lost power."""
@@ -620,9 +608,8 @@ def pooler_activity() -> dict[str, int]:
     return {"statements": 0, "transactions": 0}
 
 
-def per_activation(amounts: collections.Counter, counts: dict) -> dict[str, float]:
-    activations = max(counts["cases"].get("activated", 0), 1)
-    return {what: round(amount / activations, 1) for what, amount in amounts.items()}
+def per_activation(amounts: collections.Counter, activations: int) -> dict[str, float]:
+    return {what: round(amount / max(activations, 1), 1) for what, amount in amounts.items()}
 
 
 RESTARTED_SERVICE = {
@@ -638,17 +625,11 @@ def cpu_by_role(nodes: dict[str, Node]) -> collections.Counter:
     A PostgreSQL backend or Redis that ended meanwhile takes its CPU with it: figures for the
     services hold for a run in which they were not restarted (``--no-faults``).
     """
-    used: collections.Counter = surge.cpu_seconds({}, SERVICES)
+    # One pass over /proc: every node's process group by its role, and the services by name.
+    used = surge.cpu_seconds({node.pid: node.role for node in nodes.values()}, SERVICES)
     for node in nodes.values():
-        used[node.role] += node.cpu_seconds() + node.ended_cpu_seconds
+        used[node.role] += node.ended_cpu_seconds
     return used
-
-
-def cpu_per_activation(used: collections.Counter, activations: int) -> dict[str, float]:
-    by_role = {
-        role: round(1000 * seconds / max(activations, 1), 2) for role, seconds in used.items()
-    }
-    return dict(sorted(by_role.items())) | {"total": round(sum(by_role.values()), 2)}
 
 
 # The capacity model (docs/deploy.md): nodes of this many cores, run at most this busy, so that
@@ -876,21 +857,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for node in nodes.values():
             node.stop()
+    activated = counts["cases"].get("activated", 0)
+    cpu_ms = surge.milliseconds_each(cpu, activated)
+    password_ms = password_check_cpu_ms(env)
     result.update(
         surge_seconds=surge_seconds,
         seconds_until_settled=settled_seconds,
-        activations_per_second=round(counts["cases"].get("activated", 0) / settled_seconds, 2),
-        cpu_ms_per_activation=cpu_per_activation(cpu, counts["cases"].get("activated", 0)),
+        activations_per_second=round(activated / settled_seconds, 2),
+        cpu_ms_per_activation=cpu_ms,
         # Each activation here is a whole visit: sign in (a password check), the case list, a
         # code sent, the code checked and sent to the core, the core's callback.
-        password_check_cpu_ms=password_check_cpu_ms(env),
-        database_per_activation=per_activation(database, counts),
+        password_check_cpu_ms=password_ms,
+        database_per_activation=per_activation(database, activated),
         # Through PgBouncer: every statement the fleet sent, its health checks included.
-        pooler_per_activation=per_activation(pooled, counts),
-        capacity_table=capacity_table(
-            cpu_per_activation(cpu, counts["cases"].get("activated", 0)),
-            password_check_cpu_ms(env),
-        ),
+        pooler_per_activation=per_activation(pooled, activated),
+        capacity_table=capacity_table(cpu_ms, password_ms),
         requests_through_haproxy=len(re.findall(r" portal~? web/web\d ", nodes["haproxy"].log())),
         failovers=failover_report(customers, failovers),
         customers_done=sum(c.done for c in customers),

@@ -89,8 +89,13 @@ class CpuMeter:
     def per_request(self, requests: int) -> dict[str, float]:
         used = cpu_seconds(self.roles, self.services)
         used.subtract(self.began)
-        by_role = {role: round(1000 * seconds / requests, 2) for role, seconds in used.items()}
-        return dict(sorted(by_role.items())) | {"total": round(sum(by_role.values()), 2)}
+        return milliseconds_each(used, requests)
+
+
+def milliseconds_each(used: collections.Counter, count: int) -> dict[str, float]:
+    """CPU seconds by role, as milliseconds for each of ``count`` requests (or activations)."""
+    by_role = {role: round(1000 * seconds / max(count, 1), 2) for role, seconds in used.items()}
+    return dict(sorted(by_role.items())) | {"total": round(sum(by_role.values()), 2)}
 
 
 def percentile(values: list[float], share: float) -> float:

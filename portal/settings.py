@@ -482,9 +482,7 @@ if CELERY_REDBEAT_REDIS_URL:
         "CELERY_REDBEAT_KEY_PREFIX", default="activation-rescue:beat:"
     )
     CELERY_REDBEAT_LOCK_TIMEOUT = env.int("CELERY_BEAT_LOCK_SECONDS", default=30)
-    # Beat wakes at least this often, to renew the lock well before it expires (portal/beat.py
-    # keeps to this even where the setting is left out).
-    CELERY_BEAT_MAX_LOOP_INTERVAL = max(1, CELERY_REDBEAT_LOCK_TIMEOUT // 6)
+    # Beat wakes often enough to renew the lock well before it expires: portal/beat.py.
     # A Redis restart is waited out (retrying for this long) instead of ending beat.
     CELERY_REDBEAT_REDIS_OPTIONS = {"retry_period": 60}
 

@@ -2,6 +2,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.utils.translation import gettext as _
 from django.views.defaults import page_not_found
+from django.views.defaults import server_error as default_server_error
 
 from activation import views as activation_views
 
@@ -36,15 +37,13 @@ handler404 = not_found
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """A database, cache or broker that does not answer is a 503 to try again; anything else a
-    500, in the API's envelope under /api/."""
+    """A database, PgBouncer or cache that does not answer is a 503 to try again (see
+    portal.outages); anything else a 500, in the API's envelope under /api/."""
     if outages.during_an_outage():
         return outages.unavailable(request)
     if request.path.startswith("/api/"):
         message = _("Something went wrong on our side. Nothing you sent was lost.")
         return JsonResponse({"code": "server_error", "message": message, "details": {}}, status=500)
-    from django.views.defaults import server_error as default_server_error
-
     return default_server_error(request)
 
 
