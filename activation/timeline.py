@@ -4,6 +4,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -76,10 +77,10 @@ def append_case_event(
     context: RequestContext = SYSTEM_CONTEXT,
 ) -> CaseEvent:
     """Append one event to the case's chain; the caller holds the case's row lock."""
-    last = CaseEvent.objects.filter(case=case).order_by("-seq").values("seq", "hash").first()
+    last_seq, last_hash = _chain_head(case.pk)
     event = CaseEvent(
         case=case,
-        seq=(last["seq"] + 1) if last else 1,
+        seq=last_seq + 1,
         kind=kind,
         actor_type=actor_type,
         actor=actor,
@@ -90,11 +91,41 @@ def append_case_event(
         device_id=context.device_id,
         user_agent=context.user_agent,
         created_at=timezone.now(),
-        prev_hash=last["hash"] if last else GENESIS_HASH,
+        prev_hash=last_hash,
     )
     event.hash = chain_hash(event_fields(event), event.prev_hash)
     event.save(force_insert=True)
+    _remember_chain_head(case.pk, event.seq, event.hash)
     return event
+
+
+# The head of each case's chain as this transaction left it, so that a transaction appending
+# several events to a case reads the head once. Only while the case's row lock is held, so only
+# inside the transaction that took it: Django gives the connection a new list of commit hooks
+# (``run_on_commit``) when the transaction ends, either way, and when any savepoint rolls back
+# (which may have taken an event with it); a head remembered beside another list is not used.
+# Every event is appended here; the unique (case, seq) constraint would refuse a stale head.
+
+
+def _chain_head(case_id: int) -> tuple[int, str]:
+    connection = transaction.get_connection()
+    remembered = getattr(connection, "case_chain_heads", None)
+    if remembered is not None and remembered[0] is connection.run_on_commit:
+        head = remembered[1].get(case_id)
+        if head is not None:
+            return head
+    last = CaseEvent.objects.filter(case_id=case_id).order_by("-seq").values("seq", "hash").first()
+    return (last["seq"], last["hash"]) if last else (0, GENESIS_HASH)
+
+
+def _remember_chain_head(case_id: int, seq: int, hash_: str) -> None:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return  # the next append is another transaction, whoever appends in between
+    remembered = getattr(connection, "case_chain_heads", None)
+    if remembered is None or remembered[0] is not connection.run_on_commit:
+        remembered = connection.case_chain_heads = (connection.run_on_commit, {})
+    remembered[1][case_id] = (seq, hash_)
 
 
 def find_case_chain_break(case_id: int) -> ChainBreak | None:

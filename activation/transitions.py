@@ -64,8 +64,10 @@ def transition(
     detail: str = "",
     data: dict[str, Any] | None = None,
     context: RequestContext = SYSTEM_CONTEXT,
+    also: dict[str, Any] | None = None,
 ) -> CaseEvent:
-    """Move a locked case to ``to`` and record it, or raise and change nothing."""
+    """Move a locked case to ``to`` and record it, or raise and change nothing; ``also`` sets
+    more of the case's fields in the same write."""
     before = case.state
     if not is_allowed(before, to, actor_type=actor_type):
         raise TransitionNotAllowed(current=before, target=to)
@@ -78,6 +80,9 @@ def transition(
     case.failure_reason = reason if to in STATES_WITH_REASON else ""
     case.failure_detail = detail if to in STATES_WITH_REASON else ""
     fields = ["state", "state_changed_at", "failure_reason", "failure_detail"]
+    for name, value in (also or {}).items():
+        setattr(case, name, value)
+        fields.append(name)
     if to == S.SUBMITTING:
         case.sla_due_at = now + timedelta(minutes=settings.ACTIVATION_SLA_MINUTES)
         fields.append("sla_due_at")

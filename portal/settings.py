@@ -59,6 +59,9 @@ if DATABASE_TRANSACTION_POOLING:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 
 CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # Django's, with one Redis client per process instead of one per call (portal/cache.py).
+    CACHES["default"]["BACKEND"] = "portal.cache.RedisCache"
 
 if PRODUCTION:
     problems = []

@@ -43,7 +43,7 @@ if _redis_url:
     _redis_url = _redis_url.rsplit("/", 1)[0] + f"/{(int(_worker) + _offset - 1) % 15 + 1}"
 TEST_REDIS_URL = _redis_url
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_url}
+    "default": {"BACKEND": "portal.cache.RedisCache", "LOCATION": _redis_url}
     if _redis_url
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }

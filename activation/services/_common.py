@@ -18,6 +18,8 @@ S = CaseState
 
 def lock_case(case_id: int, *, customer: User | None = None) -> ActivationCase:
     # The row lock serialises every change to one case (and its event chain) across processes.
+    # Without ``of``, PostgreSQL locks the joined credit line too: ``apply_line_status`` relies
+    # on that.
     cases = ActivationCase.objects.select_for_update().select_related("credit_line")
     if customer is not None:
         cases = cases.filter(credit_line__customer=customer)

@@ -41,8 +41,12 @@ def apply_line_status(
     failure_reason: str = "",
     event_data: dict[str, Any] | None = None,
 ) -> bool:
-    """Mirror the core's word about a line onto it and its case; False if it was old news."""
-    line = CreditLine.objects.select_for_update().get(pk=case.credit_line_id)
+    """Mirror the core's word about a line onto it and its case; False if it was old news.
+
+    ``case`` comes from ``lock_case`` in this transaction, whose ``SELECT … FOR UPDATE`` locked
+    the case's credit line with it (as read after the lock was granted).
+    """
+    line = case.credit_line
     if version is not None and version <= line.core_version:
         return False
     line.core_version = version if version is not None else line.core_version

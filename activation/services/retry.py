@@ -77,9 +77,8 @@ def _reopen_for_retry(case: ActivationCase, customer: User, context: RequestCont
             actor=customer,
             data={"trigger": "customer_retry"},
             context=context,
+            also={"retry_count": case.retry_count + 1},
         )
-        case.retry_count += 1
-        case.save(update_fields=["retry_count"])
     elif case.state != S.PENDING_VERIFICATION:
         raise TransitionNotAllowed(current=case.state, target=S.PENDING_VERIFICATION)
 
