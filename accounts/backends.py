@@ -41,17 +41,25 @@ def sign_in_identity(request: HttpRequest | None, credentials: dict | None = Non
         return None
     # As the sign-in form's UsernameField does before the backend sees the text.
     typed = unicodedata.normalize("NFKC", typed).strip()
-    # django-axes asks several times per attempt; one lookup per request and spelling is enough.
-    cache = getattr(request, "_sign_in_identities", None)
-    if cache is None:
-        cache = {}
+    lookup = account_lookup(typed)
+    user = _account(request, typed)
+    return user.get_username() if user else lookup.get("phone_number") or typed
+
+
+def _account(request: HttpRequest | None, typed: str) -> User | None:
+    """The account ``typed`` names, read once per request and spelling: django-axes asks for
+    the identity several times per attempt, and the backend then checks the password."""
+    accounts = getattr(request, "_sign_in_accounts", None)
+    if accounts is None:
+        accounts = {}
         if request is not None:
-            request._sign_in_identities = cache
-    if typed not in cache:
-        lookup = account_lookup(typed)
-        username = User._default_manager.filter(**lookup).values_list("username", flat=True)
-        cache[typed] = username.first() or lookup.get("phone_number") or typed
-    return cache[typed]
+            request._sign_in_accounts = accounts
+    if typed not in accounts:
+        user = accounts[typed] = User._default_manager.filter(**account_lookup(typed)).first()
+        # django-axes asks again by the username once the account is known.
+        if user is not None and "username" in account_lookup(user.get_username()):
+            accounts.setdefault(user.get_username(), user)
+    return accounts[typed]
 
 
 class PhoneOrUsernameBackend(ModelBackend):
@@ -70,11 +78,9 @@ class PhoneOrUsernameBackend(ModelBackend):
     ) -> User | None:
         if username is None or password is None:
             return None
-        try:
-            user = User._default_manager.get(**account_lookup(username))
-        except User.DoesNotExist:
+        user = _account(request, username)
+        if user is None:
             User().set_password(password)
-            user = None
         if user is not None and user.check_password(password) and self.user_can_authenticate(user):
             return user
         if request is not None:

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.conf import settings
@@ -98,11 +98,16 @@ def _password_generation(account: str) -> str:
     changed = (
         User.objects.filter(username=account).values_list("password_changed_at", flat=True).first()
     )
+    return _generation(changed)
+
+
+def _generation(changed: datetime | None) -> str:
     return changed.isoformat() if changed else ""
 
 
-def _known_browser_key(account: str, token: str) -> str:
-    generation = _password_generation(account)
+def _known_browser_key(account: str, token: str, generation: str | None = None) -> str:
+    if generation is None:
+        generation = _password_generation(account)
     digest = salted_hmac(
         "accounts.limits.known_browser", f"{account}\x00{generation}\x00{token}"
     ).hexdigest()
@@ -113,21 +118,22 @@ def _known_browser_lifetime() -> int:
     return int(timedelta(days=settings.ACCOUNTS_SIGN_IN_KNOWN_DEVICE_DAYS).total_seconds())
 
 
-def remember_browser(request: HttpRequest, account: str) -> None:
-    """Let this browser past ``account``'s ceiling from now on; the response sets its token.
+def remember_browser(request: HttpRequest, user: User) -> None:
+    """Let this browser past ``user``'s ceiling from now on; the response sets its token.
 
     For a browser that proved it is the account's owner: a right password, or a password reset
     by a code texted to the account's phone.
     """
-    request.known_browser_token_to_set = remember_device(account)
+    request.known_browser_token_to_set = remember_device(user)
 
 
-def remember_device(account: str) -> str:
-    """A new secret token that lets its holder past ``account``'s ceiling from now on (a
-    browser keeps it as a cookie, the app as its device token)."""
+def remember_device(user: User) -> str:
+    """A new secret token that lets its holder past ``user``'s ceiling from now on (a browser
+    keeps it as a cookie, the app as its device token); ``user`` as just read or saved."""
     # Always a new token: one sent in may have been planted, or shared with another account.
     token = secrets.token_urlsafe(32)
-    cache.set(_known_browser_key(account, token), True, timeout=_known_browser_lifetime())
+    key = _known_browser_key(user.get_username(), token, _generation(user.password_changed_at))
+    cache.set(key, True, timeout=_known_browser_lifetime())
     return token
 
 
@@ -143,7 +149,7 @@ def is_known_device(account: str, token: str | None) -> bool:
 @receiver(user_logged_in)
 def _remember_the_browser(sender, request: HttpRequest | None, user: User, **kwargs) -> None:
     if request is not None:
-        remember_browser(request, user.get_username())
+        remember_browser(request, user)
 
 
 def _is_known_browser(request: HttpRequest, account: str) -> bool:

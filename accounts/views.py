@@ -323,7 +323,7 @@ def password_reset_confirm(request: HttpRequest) -> HttpResponse:
             del request.session[RESET_SESSION_KEY]
             # The code proved this browser holds the account's phone: let it past the account's
             # ceiling, or guessers could keep the owner off a new browser even after a reset.
-            remember_browser(request, user.get_username())
+            remember_browser(request, user)
             messages.success(request, _("Your password was changed. Sign in with the new one."))
             return redirect("login")
         form.add_error("code", _("That code is not right or has expired. Ask for a new one."))

@@ -14,8 +14,10 @@ creates and drops the database ``ar_stmts_bench`` and uses Redis db 7):
 
 import argparse
 import collections
+import cProfile
 import json
 import os
+import pstats
 import re
 import statistics
 import tempfile
@@ -36,6 +38,8 @@ REDIS_DB = 7
 HOST = "localhost"
 # The share of activations the fleet's core answers "pending" and confirms by callback.
 PENDING_SHARE = 0.3
+# The settling steps' profiler (``--profile``), or None.
+PROFILE: cProfile.Profile | None = None
 
 
 def environment(workdir: Path) -> dict[str, str]:
@@ -74,7 +78,7 @@ class Step:
 
 
 @contextmanager
-def counting(connection):
+def counting(connection, *, settles: bool = False):
     """Capture the statements run on ``connection`` and count the transactions they began.
 
     A statement begins a transaction when the connection is in autocommit (it is one) or when
@@ -95,8 +99,15 @@ def counting(connection):
             step.opened += 1
         return execute(sql, params, many, context)
 
+    profiling = PROFILE is not None and settles
     with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
-        yield step
+        if profiling:
+            PROFILE.enable()
+        try:
+            yield step
+        finally:
+            if profiling:
+                PROFILE.disable()
     step.statements = [
         query["sql"]
         for query in captured.captured_queries
@@ -214,12 +225,12 @@ def visit(index: int, simulator, *, pending: bool) -> Visit:
         expect(client.post(retry, {"action": "send", "channel": "sms"}), 302, "send code")
     phone = f"+86139{index:08d}"
     data = {"action": "verify", "code": last_code(phone), "submission_id": str(uuid.uuid4())}
-    with counting(connection) as result.steps["POST verify"]:
+    with counting(connection, settles=True) as result.steps["POST verify"]:
         expect(client.post(retry, data), 302, "the code")
     request_id = CoreRequest.objects.filter(case_id=case_id).latest("pk").pk
 
     simulator.config.script = ["pending" if pending else "active"]
-    with counting(connection) as result.steps["task deliver_core_request"]:
+    with counting(connection, settles=True) as result.steps["task deliver_core_request"]:
         deliver_core_request.run(request_id)
     if pending:
         reference = ActivationCase.objects.get(pk=case_id).credit_line.reference
@@ -230,14 +241,14 @@ def visit(index: int, simulator, *, pending: bool) -> Visit:
             time.sleep(0.02)
         body, headers = signed_callback(simulator, reference)
         callback = Client(HTTP_HOST=HOST)
-        with counting(connection) as result.steps["POST core callback"]:
+        with counting(connection, settles=True) as result.steps["POST core callback"]:
             answer = callback.post(
                 "/api/v1/core/events/", body, content_type="application/json", headers=headers
             )
             expect(answer, 200, "the core's callback")
     if ActivationCase.objects.get(pk=case_id).state != CaseState.ACTIVATED:
         raise SystemExit(f"bench{index}: the case did not end activated")
-    with counting(connection) as result.steps["task notify_case_resolved"]:
+    with counting(connection, settles=True) as result.steps["task notify_case_resolved"]:
         notify_case_resolved.run(case_id)
     return result
 
@@ -332,7 +343,16 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=3, help="customers per core answer")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--output", default=str(surge.ROOT / "var" / "bench-statements.json"))
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="profile the steps that settle an activation (the code submit, the delivery, the "
+        "callback, the message) with cProfile into FILE and print where their time goes",
+    )
     options = parser.parse_args()
+    global PROFILE
+    if options.profile:
+        PROFILE = cProfile.Profile()
 
     workdir = Path(tempfile.mkdtemp(prefix="statements-"))
     env = environment(workdir)
@@ -440,6 +460,11 @@ def main() -> None:
     Path(options.output).parent.mkdir(parents=True, exist_ok=True)
     Path(options.output).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nwritten: {options.output}")
+    if PROFILE is not None:
+        PROFILE.dump_stats(options.profile)
+        stats = pstats.Stats(options.profile).strip_dirs().sort_stats("tottime")
+        print(f"\n### where the settling steps spend their time (cProfile: {options.profile})\n")
+        stats.print_stats(30)
     if not options.keep:
         with psycopg.connect(f"{surge.PG}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")

@@ -14,13 +14,25 @@ from accounts.models import User
 
 from . import fingerprint
 from .facts import ClientFacts
-from .models import CaseOutcome, Evaluation, KnownDevice, Moment
+from .models import CaseOutcome, Decision, Evaluation, KnownDevice, ListEntry, Moment
 from .network import NetworkFacts, network_facts
 
 # A customer's known devices compared by fingerprint, newest first.
 KNOWN_DEVICES_COMPARED = 20
 # A device id younger than this counts as fresh: its look is counted (see ``Signals.look``).
 FRESH_DEVICE_SECONDS = 3600
+# The velocity's counts, in the order the query selects them.
+VELOCITY_NAMES = (
+    "look_customers",
+    *(
+        name
+        for key in ("phone", "device", "prefix")
+        for name in (f"{key}_requested", f"{key}_failed")
+        + ((f"{key}_customers",) if key != "phone" else ())
+    ),
+)
+# The decisions an attempt's earlier evaluations are counted for (allow needs no count).
+DECISIONS_COUNTED = (Decision.STEP_UP, Decision.REVIEW, Decision.BLOCK)
 
 
 def pseudonym(value: str) -> str:
@@ -47,6 +59,8 @@ class Signals:
         channel: str = "",
         code_result: str = "",
         now=None,
+        attempt_since=None,
+        lockout_days: frozenset[int] = frozenset(),
     ) -> None:
         self.moment = moment
         self.customer = customer
@@ -56,6 +70,10 @@ class Signals:
         self.code_result = code_result
         self.now = now or timezone.now()
         self.attributes = fingerprint.attributes(facts)
+        # When the case's verification attempt began (its earlier decisions are read with the
+        # counts), and the windows of the lock-out rules that will run (counted with them too).
+        self.attempt_since = attempt_since
+        self.lockout_days = lockout_days
 
     # --- device -----------------------------------------------------------------------------
     @cached_property
@@ -173,6 +191,8 @@ class Signals:
         return last is not None and last != self.channel
 
     def lockouts(self, days: int) -> int:
+        if days in self.lockout_days:
+            return self.counts[f"lockouts_{days}"]
         return Evaluation.objects.filter(
             customer=self.customer,
             moment=Moment.CODE_SUBMIT,
@@ -180,22 +200,45 @@ class Signals:
             created_at__gte=self.now - timedelta(days=days),
         ).count()
 
-    @cached_property
+    @property
     def fraud_confirmed_before(self) -> bool:
-        return CaseOutcome.objects.filter(
-            case__credit_line__customer=self.customer, outcome=CaseOutcome.Outcome.FRAUD
-        ).exists()
+        return self.counts["fraud_confirmed"] > 0
+
+    @property
+    def listed(self) -> str:
+        """ "device" or "phone" when staff put this device or the customer's number on the block
+        list (the device first), "" otherwise."""
+        for kind in ("device", "phone"):
+            if self.counts[f"listed_{kind}"]:
+                return kind
+        return ""
+
+    @property
+    def earlier_decisions(self) -> frozenset[str]:
+        """The decisions other than allow taken on this case since ``attempt_since``."""
+        return frozenset(
+            decision for decision in DECISIONS_COUNTED if self.counts.get(f"earlier_{decision}")
+        )
 
     # --- velocity ---------------------------------------------------------------------------
     @cached_property
     def velocity(self) -> dict[str, int]:
-        """Counts over the last hour and the last day, in one query over three indexes.
+        """Counts over the last hour and the last day.
 
         ``*_requested`` and ``*_failed``: codes asked for and wrong codes in the last hour, per
         device, address prefix and phone number (the customer's); ``*_customers``: distinct
         customers on the device and on the prefix in 24 hours, this one included. Earlier
-        evaluations only: the one being made is not yet written. Written in SQL because the ORM
-        spent more time compiling these eight filtered counts than the database spent on them.
+        evaluations only: the one being made is not yet written.
+        """
+        return {name: self.counts[name] for name in VELOCITY_NAMES}
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        """Everything an evaluation counts in the database, in one query: the velocity (over
+        three indexes), the lock-outs, confirmed fraud, the staff block list and this attempt's
+        earlier decisions (each an indexed subquery). Written in SQL because the ORM spent more
+        time compiling these filtered counts than the database spent on them, and in one
+        statement because each round trip costs more than the count.
         """
         ops = connection.ops
         hour = ops.adapt_datetimefield_value(self.now - timedelta(hours=1))
@@ -236,6 +279,8 @@ class Signals:
                     " AND customer_id <> %s)"
                 )
                 params += [value, self.customer.pk]
+        extra_names, extra_columns = self._other_counts(params)
+        columns += extra_columns
         # Only our own column names and constants are formatted in; every value is a parameter.
         sql = (
             f"SELECT {', '.join(columns)} FROM {Evaluation._meta.db_table}"  # noqa: S608
@@ -251,15 +296,56 @@ class Signals:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-        names = ["look_customers"]
-        for key in keys:
-            names += [f"{key}_requested", f"{key}_failed"]
-            if key != "phone":
-                names.append(f"{key}_customers")
+        names = [*VELOCITY_NAMES, *extra_names]
         result = {name: int(value or 0) for name, value in zip(names, row, strict=True)}
         for key in ("device", "prefix", "look"):
             result[f"{key}_customers"] += 1  # this customer
         return result
+
+    def _other_counts(self, params: list[Any]) -> tuple[list[str], list[str]]:
+        """The counts beside the velocity, as scalar subqueries (their parameters appended)."""
+        ops = connection.ops
+        evaluations = Evaluation._meta.db_table
+        names, columns = [], []
+        for days in sorted(self.lockout_days):
+            names.append(f"lockouts_{days}")
+            columns.append(
+                f"(SELECT COUNT(*) FROM {evaluations} WHERE customer_id = %s"  # noqa: S608
+                " AND moment = %s AND code_result = %s AND created_at >= %s)"
+            )
+            since = ops.adapt_datetimefield_value(self.now - timedelta(days=days))
+            params += [self.customer.pk, Moment.CODE_SUBMIT, "too_many_attempts", since]
+        case_model = CaseOutcome._meta.get_field("case").related_model
+        line_model = case_model._meta.get_field("credit_line").related_model
+        names.append("fraud_confirmed")
+        columns.append(
+            f"(SELECT COUNT(*) FROM {CaseOutcome._meta.db_table} outcome"  # noqa: S608
+            f" JOIN {case_model._meta.db_table} c ON c.id = outcome.case_id"
+            f" JOIN {line_model._meta.db_table} line ON line.id = c.credit_line_id"
+            " WHERE line.customer_id = %s AND outcome.outcome = %s)"
+        )
+        params += [self.customer.pk, CaseOutcome.Outcome.FRAUD]
+        listed = {
+            "device": self.facts.device_key or None,
+            "phone": str(self.customer.phone_number or "-"),
+        }
+        for kind, value in listed.items():
+            names.append(f"listed_{kind}")
+            columns.append(
+                f"(SELECT COUNT(*) FROM {ListEntry._meta.db_table}"  # noqa: S608
+                " WHERE kind = %s AND value = %s AND status = %s)"
+            )
+            params += [kind, value, ListEntry.Status.ACTIVE]
+        if self.case_id and self.attempt_since is not None:
+            since = ops.adapt_datetimefield_value(self.attempt_since)
+            for decision in DECISIONS_COUNTED:
+                names.append(f"earlier_{decision}")
+                columns.append(
+                    f"(SELECT COUNT(*) FROM {evaluations} WHERE case_id = %s"  # noqa: S608
+                    " AND created_at >= %s AND decision = %s)"
+                )
+                params += [self.case_id, since, decision]
+        return names, columns
 
     # --- the record -------------------------------------------------------------------------
     def recorded(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -154,10 +155,13 @@ def check_hourly_limits(
         recent = recent.filter(channel=Channel.PASSKEY)
     else:
         recent = recent.exclude(channel=Channel.PASSKEY)
+    counts = recent.filter(Q(user=user) | Q(destination=destination)).aggregate(
+        customer=Count("pk", filter=Q(user=user)),
+        destination=Count("pk", filter=Q(destination=destination)),
+    )
     if (
-        recent.filter(user=user).count() >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER
-        or recent.filter(destination=destination).count()
-        >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_DESTINATION
+        counts["customer"] >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_CUSTOMER
+        or counts["destination"] >= settings.VERIFICATION_MAX_CODES_PER_HOUR_PER_DESTINATION
     ):
         raise TooManyCodes()
 

@@ -53,6 +53,7 @@ def check(
         case_id=case.pk,
         channel=channel,
         code_result=code_result,
+        attempt_since=case.state_changed_at,
     )
     append_case_event(
         case,
@@ -62,7 +63,7 @@ def check(
     )
     # The level follows the attempt's strongest decision: a step-up earlier in this attempt is
     # not lowered by a cleaner picture later (another network before the submit).
-    attempt = attempt_decision(case)
+    attempt = assessment.attempt
     level = RISK_LEVELS[attempt]
     if case.risk_level != level:
         case.risk_level = level

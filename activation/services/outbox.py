@@ -6,12 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from portal.breaker import core_breaker
 
 from ..core.client import ActivationResult, CoreClient, Outcome
-from ..models import ActorType, CoreRequest, CreditLine, FailureReason
+from ..models import ActorType, CoreRequest, CoreSubmissionSwitch, CreditLine, FailureReason
 from ..selectors import core_requests_due
 from ..timeline import append_case_event
 from ..transitions import transition
@@ -36,23 +37,24 @@ def due_core_request_ids(*, limit: int = 200) -> list[int]:
 
 
 def _claim_core_request(request_id: int) -> CoreRequest | None:
-    """Mark a due row in flight under a lease; None if it is not due or someone else has it."""
-    with transaction.atomic():
-        now = timezone.now()
-        request = (
-            CoreRequest.objects.select_for_update(skip_locked=True)
-            .filter(core_requests_due(now), pk=request_id)
-            .first()
+    """Mark a due row in flight under a lease; None if it is not due, someone else has it, or
+    submissions are paused.
+
+    One UPDATE, whose conditions PostgreSQL checks again against the row as a concurrent claim
+    left it (after waiting for that claim's lock), so two workers never both claim a row.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.ACTIVATION_DELIVERY_LEASE_SECONDS)
+    claimed = (
+        CoreRequest.objects.filter(core_requests_due(now), pk=request_id)
+        .exclude(Exists(CoreSubmissionSwitch.objects.filter(pk=1, paused=True)))
+        .update(
+            status=CoreRequest.Status.IN_FLIGHT,
+            attempts=F("attempts") + 1,
+            lease_expires_at=now + lease,
         )
-        if request is None:
-            return None
-        request.status = CoreRequest.Status.IN_FLIGHT
-        request.attempts += 1
-        request.lease_expires_at = now + timedelta(
-            seconds=settings.ACTIVATION_DELIVERY_LEASE_SECONDS
-        )
-        request.save(update_fields=["status", "attempts", "lease_expires_at"])
-        return request
+    )
+    return CoreRequest.objects.get(pk=request_id) if claimed else None
 
 
 def deliver_core_request(*, request_id: int, client: CoreClient | None = None) -> bool:
@@ -61,8 +63,6 @@ def deliver_core_request(*, request_id: int, client: CoreClient | None = None) -
     While submissions are paused or the circuit breaker is open the row is left as it is, due,
     without using up an attempt: the sweeper brings it back when sending is possible again.
     """
-    if core_submissions_paused():
-        return False
     breaker = core_breaker()
     if not breaker.allow():
         return False

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -21,7 +20,6 @@ from ..models import (
     Evaluation,
     FiredRule,
     KnownDevice,
-    ListEntry,
     Moment,
     Rule,
     RuleSetVersion,
@@ -75,6 +73,8 @@ class Assessment:
     signals: dict[str, Any] = field(default_factory=dict)
     # The customer already proved themselves on this very device (by its cookie).
     device_trusted: bool = False
+    # The strongest decision of the case's attempt so far (``evaluate``'s ``attempt_since``).
+    attempt: str = Decision.ALLOW
 
     @property
     def risk_level(self) -> str:
@@ -167,20 +167,6 @@ def _run(version: _Version, signals: Signals) -> tuple[RuleSetRun, list[tuple[in
     return RuleSetRun(version.number, total, decision, tuple(fired)), hits
 
 
-def _blocked_by(customer: User, facts: ClientFacts) -> str:
-    wanted = Q(kind=ListEntry.Kind.PHONE, value=str(customer.phone_number or "-"))
-    if facts.device_key:
-        wanted |= Q(kind=ListEntry.Kind.DEVICE, value=facts.device_key)
-    kinds = set(
-        ListEntry.objects.filter(wanted, status=ListEntry.Status.ACTIVE).values_list(
-            "kind", flat=True
-        )
-    )
-    return next(
-        (kind for kind in (ListEntry.Kind.DEVICE, ListEntry.Kind.PHONE) if kind in kinds), ""
-    )
-
-
 def _remember_device(signals: Signals, now) -> None:
     """Record the device and that this customer used it (first and last seen)."""
     key = signals.facts.device_key
@@ -215,13 +201,17 @@ def evaluate(
     case_id: int | None = None,
     channel: str = "",
     code_result: str = "",
+    attempt_since: datetime | None = None,
 ) -> Assessment:
     """Evaluate one sign-in, code request or code submit; runs in the caller's transaction.
 
     Records the evaluation, the rules that fired (live and shadow) and the device; the caller
-    acts on the decision and puts ``event_data()`` on the case timeline.
+    acts on the decision and puts ``event_data()`` on the case timeline. With ``attempt_since``
+    (when the case's verification attempt began), ``Assessment.attempt`` is the attempt's
+    strongest decision, this one included.
     """
     now = timezone.now()
+    live_version, shadow_version = running_versions()
     signals = Signals(
         moment=moment,
         customer=customer,
@@ -230,11 +220,18 @@ def evaluate(
         channel=channel,
         code_result=code_result,
         now=now,
+        attempt_since=attempt_since,
+        lockout_days=frozenset(
+            params["days"]
+            for version in (live_version, shadow_version)
+            if version
+            for _rule, kind, params, _score in version.rules
+            if kind == "earlier_lockouts"
+        ),
     )
-    live_version, shadow_version = running_versions()
     live, live_hits = _run(live_version, signals) if live_version else (None, [])
     shadow, shadow_hits = _run(shadow_version, signals) if shadow_version else (None, [])
-    blocked_by = _blocked_by(customer, facts)
+    blocked_by = signals.listed
     decision = live.decision if live else Decision.ALLOW
     if blocked_by:
         decision = Decision.BLOCK
@@ -277,6 +274,7 @@ def evaluate(
         blocked_by=blocked_by,
         signals=recorded,
         device_trusted=signals.device_trusted,
+        attempt=strongest(decision, *signals.earlier_decisions) if attempt_since else decision,
     )
 
 

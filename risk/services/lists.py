@@ -1,6 +1,6 @@
 """The lists staff keep: blocked devices and phone numbers, and VPN, proxy and hosting ranges.
 
-A block makes the checkpoint refuse a device or a number outright (``checkpoint._blocked_by``),
+A block makes the checkpoint refuse a device or a number outright (``Signals.listed``),
 so it takes two people: one proposes it, another with ``manage_risk_lists`` approves it. Lifting
 it takes two as well: one proposes the lifting, and the block keeps applying (it stays active)
 until another person with the right carries it out; otherwise one insider could free a
