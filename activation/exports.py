@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -211,6 +212,19 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
+class ExportTooLarge(ValueError):
+    """An export its format cannot hold; refused before any byte of it is out."""
+
+
+# A worksheet holds 1,048,576 rows; the header takes one.
+XLSX_MAX_ROWS = 1_048_575
+
+
+def _refuse_past_the_sheet(rows: int) -> None:
+    if rows > XLSX_MAX_ROWS:
+        raise ExportTooLarge(f"XLSX holds at most {XLSX_MAX_ROWS} rows; this export has {rows}")
+
+
 def stream_export(
     *,
     filters: ExportFilters,
@@ -235,10 +249,14 @@ def stream_export(
             manifest.chain_heads[str(row["case_id"])] = {"seq": row["seq"], "hash": row["hash"]}
             yield row
 
-    if fmt == "csv" and connection.vendor == "postgresql":
-        chunks = _copy_csv(filters, pii=pii, manifest=manifest)
+    if connection.vendor == "postgresql":
+        chunks = _copy_export(filters, fmt=fmt, pii=pii, manifest=manifest)
     else:
-        chunks = {"csv": _encode_csv, "jsonl": _encode_jsonl, "xlsx": _xlsx_bytes}[fmt](rows())
+        if fmt == "xlsx":
+            _refuse_past_the_sheet(events_for_export(filters).count())
+        chunks = {"csv": _encode_csv, "jsonl": _encode_jsonl, "xlsx": _encode_sheet}[fmt](rows())
+    if fmt == "xlsx":
+        chunks = _xlsx_package(chunks)
     for chunk in chunks:
         digest.update(chunk)
         yield chunk
@@ -258,48 +276,29 @@ def stream_export(
     )
 
 
-# The CSV export on PostgreSQL: the database writes the CSV itself (COPY), which is some 25 times
-# faster than building rows in Python; the columns and masking mirror ``_row`` exactly.
+# --- The exports on PostgreSQL --------------------------------------------------------------------
+#
+# The database writes every format's rows itself (one COPY of a query whose columns and masking
+# mirror ``_row``), many times faster than building rows in Python, inside one REPEATABLE READ
+# snapshot shared with the chain heads. Python hashes the blocks and hands them out; for JSON
+# Lines and XLSX it also writes each event's data (below), and for XLSX zips as it goes.
+
+# ``neutralise_formula`` in SQL. Most cells cannot start a formula (their first character is a
+# letter or a digit), so a cheap test of the first character saves the regular expression.
 _SQL_BLANKS = "".join(f"\\u{ord(blank):04x}" for blank in LEADING_BLANKS)  # the regex's escapes
 _SQL_FORMULA = f"^([\\t\\r]|[{_SQL_BLANKS}]*[-=+@])"
+_FORMULA_FIRSTS = ", ".join(
+    str(ord(character)) for character in sorted(set(LEADING_BLANKS + "".join(FORMULA_STARTS)))
+)
 
 
 def _neutralised(expression: str) -> str:
-    """``neutralise_formula`` in SQL; one regexp_replace, so ``expression`` is evaluated once."""
-    return f"regexp_replace({expression}, '{_SQL_FORMULA}', '''\\1')"
+    return (
+        f"CASE WHEN ascii({expression}) IN ({_FORMULA_FIRSTS})"
+        f" THEN regexp_replace({expression}, '{_SQL_FORMULA}', '''\\1') ELSE {expression} END"
+    )
 
 
-_COPY_COLUMNS = ", ".join(
-    [
-        "e.case_id",
-        "e.seq",
-        *map(
-            _neutralised,
-            (
-                "l.reference",
-                "coalesce(u.customer_reference, '')",
-                "{name}",
-                "{phone}",
-                "e.actor_type",
-                "{actor}",
-            ),
-        ),
-        """to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""",
-        *map(
-            _neutralised,
-            (
-                "e.kind",
-                "e.state_before",
-                "e.state_after",
-                "{data}::text",
-                "{ip_address}",
-                "{device_id}",
-                "e.prev_hash",
-                "e.hash",
-            ),
-        ),
-    ]
-)
 _FULL_NAME = "trim(u.first_name || ' ' || u.last_name)"
 _MASKED_NAME = f"CASE WHEN {_FULL_NAME} = '' THEN '' ELSE left({_FULL_NAME}, 1) || '***' END"
 _ACTOR = "coalesce(a.username, '')"
@@ -308,7 +307,9 @@ _MASKED_ACTOR = (
     "CASE WHEN a.id IS NULL OR a.username = '' THEN '' WHEN a.is_staff THEN a.username"
     " ELSE left(a.username, 1) || '***' END"
 )
-_IP_ADDRESS = "coalesce(host(e.ip_address), '')"
+# The address as Django reads it: inet's output, which abbrev() gives (text(inet) adds "/32").
+_IP_ADDRESS = "coalesce(abbrev(e.ip_address), '')"
+_CREATED_AT = """to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
 
 def _masked_ip_sql(text: str) -> str:
@@ -354,38 +355,192 @@ _MASKED_PHONE = """
     END
 """
 
-
-def _export_where(filters: ExportFilters) -> tuple[str, list[Any]]:
-    clauses, params = ["TRUE"], []
-    if filters.since:
-        clauses.append("e.created_at >= %s")
-        params.append(filters.since)
-    if filters.until:
-        clauses.append("e.created_at < %s")
-        params.append(filters.until)
-    if filters.states:
-        clauses.append("c.state = ANY(%s)")
-        params.append(list(filters.states))
-    if filters.reasons:
-        clauses.append("c.failure_reason = ANY(%s)")
-        params.append(list(filters.reasons))
-    return " AND ".join(clauses), params
-
-
-_FROM = """
-    FROM activation_caseevent e
-    JOIN activation_activationcase c ON c.id = e.case_id
-    JOIN activation_creditline l ON l.id = c.credit_line_id
-    JOIN accounts_user u ON u.id = l.customer_id
-    LEFT JOIN accounts_user a ON a.id = e.actor_id
-"""
-
-
 # A device id's keyed hash (``activation.pii.device_label``) needs an HMAC, which PostgreSQL has
 # only with pgcrypto: the hashes are made in Python, once per device, into a temporary table.
 _DEVICE_TABLE = "pg_temp.export_device_label"
 _MASKED_DEVICE_ID = "coalesce(d.label, '')"
 _DEVICE_JOIN = f" LEFT JOIN {_DEVICE_TABLE} d ON d.device_id = e.device_id"
+
+
+def _sources(*, pii: bool) -> dict[str, str]:
+    """Each column of ``COLUMNS`` in SQL, masked as ``_row`` masks it; ``data`` is jsonb."""
+    return {
+        "case_id": "e.case_id",
+        "seq": "e.seq",
+        "credit_line": "l.reference",
+        "customer_reference": "coalesce(u.customer_reference, '')",
+        "customer_name": _FULL_NAME if pii else _MASKED_NAME,
+        "customer_phone": "coalesce(u.phone_number, '')" if pii else _MASKED_PHONE,
+        "actor_type": "e.actor_type",
+        "actor": _ACTOR if pii else _MASKED_ACTOR,
+        "created_at": _CREATED_AT,
+        "kind": "e.kind",
+        "state_before": "e.state_before",
+        "state_after": "e.state_after",
+        "data": "e.data" if pii else f"({_MASKED_DATA})",
+        "ip_address": _IP_ADDRESS if pii else _MASKED_IP_ADDRESS,
+        "device_id": "e.device_id" if pii else _MASKED_DEVICE_ID,
+        "prev_hash": "e.prev_hash",
+        "hash": "e.hash",
+    }
+
+
+_NUMBERS = ("case_id", "seq")
+
+
+# The customer's columns are the same for every event of a case: they are masked, neutralised
+# and escaped once per case, in a subquery (``_cases``), rather than once per event.
+_CASE_COLUMNS = ("credit_line", "customer_reference", "customer_name", "customer_phone")
+
+
+def _csv_text(expression: str) -> str:
+    return _neutralised(expression)
+
+
+def _csv_select(source: dict[str, str]) -> str:
+    def cell(column: str) -> str:
+        if column in _CASE_COLUMNS:
+            return f"c.{column}"
+        if column in _NUMBERS or column == "created_at":  # digits first: never a formula
+            return source[column]
+        if column == "data":  # JSON text: only a negative number can look like a formula
+            data = source["data"]
+            return (
+                f"CASE WHEN jsonb_typeof({data}) = 'number' THEN {_neutralised(f'{data}::text')}"
+                f" ELSE {data}::text END"
+            )
+        return _csv_text(source[column])
+
+    return ", ".join(cell(column) for column in COLUMNS)
+
+
+# An event's data leaves PostgreSQL as jsonb's text between two of these (a control character,
+# which JSON text escapes), and Python writes it as ``_encode_jsonl`` does:
+# ``json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False)``. jsonb orders keys by
+# length, and floats are Python's to write; rebuilding that in SQL costs a sort per row.
+_DATA_MARK = "\x03"
+
+
+def _data_between_marks(source: dict[str, str]) -> list[tuple[bool, str]]:
+    return [(False, _DATA_MARK), (True, f"{source['data']}::text"), (False, _DATA_MARK)]
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string (an E'' one, with the control characters escaped)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return "E'" + "".join(c if ord(c) >= 32 else f"\\x{ord(c):02x}" for c in escaped) + "'"
+
+
+def _concatenation(parts: list[tuple[bool, str]]) -> str:
+    """Join (is SQL, text) parts with ``||``, adjacent literal texts merged into one."""
+    merged: list[tuple[bool, str]] = []
+    for is_sql, text in parts:
+        if merged and not is_sql and not merged[-1][0]:
+            merged[-1] = (False, merged[-1][1] + text)
+        else:
+            merged.append((is_sql, text))
+    return " || ".join(text if is_sql else _literal(text) for is_sql, text in merged)
+
+
+def _jsonl_text(expression: str) -> str:
+    return f"to_json({expression})::text"
+
+
+def _jsonl_select(source: dict[str, str]) -> str:
+    """One JSON Lines row as ``_encode_jsonl`` writes it: sorted keys, ", " and ": "."""
+    parts: list[tuple[bool, str]] = []
+    for n, key in enumerate(sorted(COLUMNS)):
+        parts.append((False, ("{" if n == 0 else ", ") + json.dumps(key) + ": "))
+        if key in _CASE_COLUMNS:
+            parts.append((True, f"c.{key}"))
+        elif key in _NUMBERS:
+            parts.append((True, f"{source[key]}::text"))
+        elif key == "data":
+            parts += _data_between_marks(source)
+        else:
+            parts.append((True, _jsonl_text(source[key])))
+    parts.append((False, "}"))
+    return _concatenation(parts)
+
+
+# What XML 1.0 cannot carry (NUL cannot be in PostgreSQL text either).
+_XML_ILLEGAL = [*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]
+_SQL_XML_ILLEGAL = "E'" + "".join(f"\\x{code:02x}" for code in _XML_ILLEGAL) + "'"
+
+
+def _xml_text_sql(expression: str) -> str:
+    """``_xml_text`` in SQL."""
+    text = f"translate({expression}, {_SQL_XML_ILLEGAL}, '')"
+    for character, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        text = f"replace({text}, '{character}', '{entity}')"
+    return f"replace(replace({text}, E'\\n', '&#10;'), E'\\r', '&#13;')"
+
+
+_XLSX_NUMBER = ("<c><v>", "</v></c>")
+_XLSX_TEXT = ('<c t="inlineStr"><is><t xml:space="preserve">', "</t></is></c>")
+
+
+def _xlsx_text(expression: str) -> str:
+    """A string cell."""
+    parts = [(False, _XLSX_TEXT[0]), (True, _xml_text_sql(expression)), (False, _XLSX_TEXT[1])]
+    return _concatenation(parts)
+
+
+def _xlsx_select(source: dict[str, str]) -> str:
+    """One worksheet row as ``_sheet_row`` writes it."""
+    parts: list[tuple[bool, str]] = [(False, "<row>")]
+    for column in COLUMNS:
+        if column in _CASE_COLUMNS:
+            parts.append((True, f"c.{column}"))
+        elif column in _NUMBERS:
+            parts += [(False, _XLSX_NUMBER[0]), (True, source[column]), (False, _XLSX_NUMBER[1])]
+        elif column == "data":
+            parts += [(False, _XLSX_TEXT[0]), *_data_between_marks(source), (False, _XLSX_TEXT[1])]
+        else:
+            parts += [(False, _XLSX_TEXT[0]), (True, _xml_text_sql(source[column]))]
+            parts.append((False, _XLSX_TEXT[1]))
+    parts.append((False, "</row>"))
+    return _concatenation(parts)
+
+
+def _cases(source: dict[str, str], text: Callable[[str], str], where: str) -> str:
+    """The exported cases with their customer's columns as ``text`` writes them, as ``c``.
+
+    OFFSET 0 keeps PostgreSQL from merging the subquery into the events' query, which would
+    compute the columns again for every event.
+    """
+    columns = ", ".join(f"{text(source[column])} AS {column}" for column in _CASE_COLUMNS)
+    # Constant SQL around constant expressions; the filters' values are parameters.
+    return f"""
+        (SELECT c.id, {columns}
+         FROM activation_activationcase c
+         JOIN activation_creditline l ON l.id = c.credit_line_id
+         JOIN accounts_user u ON u.id = l.customer_id
+         WHERE {where} OFFSET 0) c
+    """  # noqa: S608
+
+
+def _export_where(filters: ExportFilters) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """The filters on the event (``e``) and on its case (``c``), each as SQL and parameters."""
+    events, event_params = ["TRUE"], []
+    if filters.since:
+        events.append("e.created_at >= %s")
+        event_params.append(filters.since)
+    if filters.until:
+        events.append("e.created_at < %s")
+        event_params.append(filters.until)
+    cases, case_params = ["TRUE"], []
+    if filters.states:
+        cases.append("c.state = ANY(%s)")
+        case_params.append(list(filters.states))
+    if filters.reasons:
+        cases.append("c.failure_reason = ANY(%s)")
+        case_params.append(list(filters.reasons))
+    return (" AND ".join(events), event_params), (" AND ".join(cases), case_params)
+
+
+# What choosing the events needs: the filters are on the event and its case only.
+_EVENTS = " FROM activation_caseevent e JOIN activation_activationcase c ON c.id = e.case_id"
 
 
 def _fill_device_labels(cursor, where: str, params: list[Any]) -> None:
@@ -397,7 +552,7 @@ def _fill_device_labels(cursor, where: str, params: list[Any]) -> None:
         " ON COMMIT DROP"
     )
     cursor.execute(
-        f"SELECT DISTINCT e.device_id {_FROM} WHERE {where} AND e.device_id <> ''", params
+        f"SELECT DISTINCT e.device_id {_EVENTS} WHERE {where} AND e.device_id <> ''", params
     )
     devices = [device_id for (device_id,) in cursor.fetchall()]
     with cursor.cursor.copy(f"COPY {_DEVICE_TABLE} (device_id, label) FROM STDIN") as copy:
@@ -405,38 +560,237 @@ def _fill_device_labels(cursor, where: str, params: list[Any]) -> None:
             copy.write_row((device_id, device_label(device_id, pii=False)))
 
 
-def _copy_csv(filters: ExportFilters, *, pii: bool, manifest: Manifest) -> Iterator[bytes]:
-    where, params = _export_where(filters)
-    columns = _COPY_COLUMNS.format(
-        name=_FULL_NAME if pii else _MASKED_NAME,
-        phone="coalesce(u.phone_number, '')" if pii else _MASKED_PHONE,
-        actor=_ACTOR if pii else _MASKED_ACTOR,
-        ip_address=_IP_ADDRESS if pii else _MASKED_IP_ADDRESS,
-        data="e.data" if pii else f"({_MASKED_DATA})",
-        device_id="e.device_id" if pii else _MASKED_DEVICE_ID,
-    )
+def _chain_heads(cursor, events: tuple[str, list[Any]], cases: tuple[str, list[Any]]) -> dict:
+    """Each exported case's last exported event: one step back along its (case, seq) index."""
+    last = "SELECT e.seq, e.hash FROM activation_caseevent e WHERE e.case_id = c.id AND "
+    lateral = f"({last}{events[0]} ORDER BY e.seq DESC LIMIT 1) head"
+    # Constant SQL: the filters' values are parameters.
+    query = f"SELECT c.id, head.seq, head.hash FROM activation_activationcase c, LATERAL {lateral}"  # noqa: S608
+    query += f" WHERE {cases[0]}"
+    cursor.execute(query, events[1] + cases[1])
+    return {str(case_id): {"seq": seq, "hash": digest} for case_id, seq, digest in cursor}
+
+
+# Blocks handed out: COPY sends one message per row, and each chunk costs a hash update and a
+# write or a send, so rows are gathered into blocks of this size first.
+_BLOCK = 256 * 1024
+# COPY's CSV with a delimiter and a quote that JSON text and our XML never hold raw (they are
+# control characters, which both escape): each row's one value comes out exactly as it is.
+_LINES = "FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02'"
+
+
+# What ``json.dumps(..., sort_keys=True, ensure_ascii=False)`` builds on each call, built once.
+_read_json = json.JSONDecoder().decode
+_write_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
+def _canonical_data(text: bytes) -> bytes:
+    return _write_json(_read_json(text.decode())).encode()
+
+
+def _xlsx_data(text: bytes) -> bytes:
+    return _xml_text(_write_json(_read_json(text.decode()))).encode()
+
+
+def _copy_export(
+    filters: ExportFilters, *, fmt: str, pii: bool, manifest: Manifest
+) -> Iterator[bytes]:
+    events, cases = _export_where(filters)
+    where, params = f"{events[0]} AND {cases[0]}", events[1] + cases[1]
+    source = _sources(pii=pii)
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
         if outermost:
             # One snapshot for the rows and the chain heads, however long the download takes.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute(
-            f"SELECT DISTINCT ON (e.case_id) e.case_id, e.seq, e.hash, count(*) OVER () "
-            f"{_FROM} WHERE {where} ORDER BY e.case_id, e.seq DESC",
-            params,
-        )
-        for case_id, seq, digest, rows in cursor.fetchall():
-            manifest.chain_heads[str(case_id)] = {"seq": seq, "hash": digest}
-            manifest.rows = rows
-        joins = _FROM
+        manifest.chain_heads = _chain_heads(cursor, events, cases)
+        if fmt == "xlsx":
+            cursor.execute(f"SELECT count(*) {_EVENTS} WHERE {where}", params)
+            _refuse_past_the_sheet(cursor.fetchone()[0])
+        joins = ""
         if not pii:
             _fill_device_labels(cursor, where, params)
-            joins += _DEVICE_JOIN
-        yield (",".join(COLUMNS) + "\r\n").encode()
-        query = f"COPY (SELECT {columns} {joins} WHERE {where} ORDER BY e.case_id, e.seq) "
-        with cursor.cursor.copy(query + "TO STDOUT WITH (FORMAT csv)", params) as copy:
-            for block in copy:
-                yield bytes(block)
+            joins = _DEVICE_JOIN
+        if fmt == "csv":
+            select, text, options = _csv_select(source), _csv_text, "FORMAT csv"
+            yield (",".join(COLUMNS) + "\r\n").encode()
+        elif fmt == "jsonl":
+            select, text, options = _jsonl_select(source), _jsonl_text, _LINES
+        else:
+            select, text, options = _xlsx_select(source), _xlsx_text, _LINES
+            yield _sheet_row(COLUMNS)
+        case_table = _cases(source, text, cases[0])
+        joins = (
+            f" FROM activation_caseevent e JOIN {case_table} ON c.id = e.case_id"
+            f" LEFT JOIN accounts_user a ON a.id = e.actor_id{joins}"
+        )
+        query = f"COPY (SELECT {select} {joins} WHERE {events[0]} ORDER BY e.case_id, e.seq)"
+        data = _canonical_data if fmt == "jsonl" else _xlsx_data
+        block = bytearray()
+        copying = f"{query} TO STDOUT WITH ({options})"
+        with cursor.cursor.copy(copying, cases[1] + events[1]) as copy:
+            if fmt == "csv":
+                for row in copy:
+                    block += row
+                    if len(block) >= _BLOCK:
+                        yield bytes(block)
+                        block.clear()
+            else:
+                for row in copy:
+                    head, data_text, tail = bytes(row).split(b"\x03")
+                    block += head
+                    block += data(data_text)
+                    block += tail
+                    if len(block) >= _BLOCK:
+                        yield bytes(block)
+                        block.clear()
+        manifest.rows = cursor.cursor.rowcount
+        if block:
+            yield bytes(block)
+
+
+# --- XLSX, written as it goes ---------------------------------------------------------------------
+#
+# The worksheet is written by hand, a row at a time (cells typed: numbers for case_id and seq,
+# inline strings for the rest, so no text is ever a formula), and zipped as it is written: memory
+# stays flat however many rows, and nothing goes to a temporary file.
+
+_XML_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        **dict.fromkeys(map(chr, [0, *_XML_ILLEGAL])),
+    }
+)
+
+
+def _xml_text(value: str) -> str:
+    """``value`` as XML text on one line: control characters XML cannot carry are dropped."""
+    return value.translate(_XML_ESCAPES)
+
+
+def _sheet_cell(value: Any) -> str:
+    if value is None:
+        return "<c/>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{_XLSX_NUMBER[0]}{value}{_XLSX_NUMBER[1]}"
+    return f"{_XLSX_TEXT[0]}{_xml_text(str(value))}{_XLSX_TEXT[1]}"
+
+
+def _sheet_row(values: Iterable[Any]) -> bytes:
+    return ("<row>" + "".join(map(_sheet_cell, values)) + "</row>\n").encode()
+
+
+def _encode_sheet(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The worksheet's rows (``sheetData``'s content), header first."""
+    chunk = [_sheet_row(COLUMNS)]
+    for row in rows:
+        chunk.append(_sheet_row(_cells(row)))
+        if len(chunk) >= 500:
+            yield b"".join(chunk)
+            chunk = []
+    yield b"".join(chunk)
+
+
+_SPREADSHEETML = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_RELATIONSHIPS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_OFFICE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_SHEET = "xl/worksheets/sheet1.xml"
+_XLSX_PARTS = {
+    "[Content_Types].xml": (
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels"'
+        ' ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        f'<Override PartName="/{_SHEET}" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        '<Override PartName="/xl/styles.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        "</Types>"
+    ),
+    "_rels/.rels": (
+        f'<Relationships xmlns="{_RELATIONSHIPS}">'
+        f'<Relationship Id="rId1" Type="{_OFFICE}/officeDocument" Target="xl/workbook.xml"/>'
+        "</Relationships>"
+    ),
+    "xl/workbook.xml": (
+        f'<workbook xmlns="{_SPREADSHEETML}" xmlns:r="{_OFFICE}">'
+        '<sheets><sheet name="events" sheetId="1" r:id="rId1"/></sheets></workbook>'
+    ),
+    "xl/_rels/workbook.xml.rels": (
+        f'<Relationships xmlns="{_RELATIONSHIPS}">'
+        f'<Relationship Id="rId1" Type="{_OFFICE}/worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{_OFFICE}/styles" Target="styles.xml"/>'
+        "</Relationships>"
+    ),
+    "xl/styles.xml": (
+        f'<styleSheet xmlns="{_SPREADSHEETML}">'
+        '<fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts>'
+        '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+        '<fill><patternFill patternType="gray125"/></fill></fills>'
+        '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>'
+        "</cellStyleXfs>"
+        '<cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+        "</cellXfs>"
+        '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+        "</styleSheet>"
+    ),
+}
+_SHEET_START = f'{_XML_DECLARATION}<worksheet xmlns="{_SPREADSHEETML}"><sheetData>\n'.encode()
+_SHEET_END = b"</sheetData></worksheet>"
+
+
+class _Sink:
+    """Where the zip is written: what it holds is taken out and handed on as it comes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        taken = b"".join(self.parts)
+        self.parts, self.size = [], 0
+        return taken
+
+
+def _xlsx_package(sheet_rows: Iterable[bytes]) -> Iterator[bytes]:
+    """Zip the workbook around the worksheet's rows as they come (``sheet_rows``).
+
+    Nothing is written before the first rows arrive, so a refusal comes before any byte. The zip
+    is written without seeking (sizes in data descriptors) and without ZIP64, which some
+    spreadsheet programs reject: a worksheet of more than 4 GiB uncompressed fails at its end,
+    before the manifest is complete.
+    """
+    rows = iter(sheet_rows)
+    first = next(rows, b"")
+    sink = _Sink()
+    # Level 1: the XML repeats itself, so it compresses well even at the fastest level.
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as package:
+        for name, content in _XLSX_PARTS.items():
+            package.writestr(name, _XML_DECLARATION + content)
+        with package.open(_SHEET, "w") as sheet:
+            sheet.write(_SHEET_START + first)
+            for chunk in rows:
+                sheet.write(chunk)
+                if sink.size >= _BLOCK:
+                    yield sink.take()
+            sheet.write(_SHEET_END)
+    yield sink.take()
 
 
 def new_manifest(*, filters: ExportFilters, fmt: str, actor: User | None, pii: bool) -> Manifest:
@@ -492,36 +846,3 @@ def verify_chain_heads(manifest: dict[str, Any]) -> list[str]:
                     f"{chain_break.problem}"
                 )
     return problems
-
-
-XLSX_MAX_ROWS = 100_000
-
-
-def _xlsx_bytes(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    """Build the workbook in write-only mode in a spooled file, then hand it out in blocks."""
-    import tempfile
-
-    from openpyxl import Workbook
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("events")
-    sheet.append(COLUMNS)
-    for row in rows:
-        sheet.append([_xlsx_cell(sheet, value) for value in _cells(row)])
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        workbook.save(spool)
-        spool.seek(0)
-        yield from iter(lambda: spool.read(1 << 16), b"")
-
-
-def _xlsx_cell(sheet, value: Any) -> Any:
-    """Write text as a string cell: openpyxl makes ``=…`` a formula and ``#N/A`` an error."""
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    if not isinstance(value, str):
-        return value
-    # XML cannot carry most control characters, and openpyxl refuses them instead of dropping them.
-    cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-    cell.data_type = "s"
-    return cell

@@ -1,11 +1,13 @@
-"""Export benchmark: the CSV export of 1,000,000 events against PostgreSQL's own COPY.
+"""Export benchmark: CSV, JSON Lines and XLSX exports of 1,000,000 events against PostgreSQL's COPY.
 
     python -m bench.export --events 1000000
 
-Fills a fresh database with cases of 20 events each (in SQL, so the fill is quick), then in the
-same run measures (a) ``COPY (SELECT the same columns) TO STDOUT WITH CSV`` and (b) the portal's
-CSV export (``manage.py export_case_history``) in a child process, reporting throughput and the
-child's peak RSS.
+Fills a fresh database with cases of 20 events each (in SQL, so the fill is quick; one case in
+ten is under review), then in the same run measures (a) ``COPY (SELECT the same columns) TO
+STDOUT WITH CSV`` and (b) the portal's export (``manage.py export_case_history``) in each format,
+each in a child process of its own, reporting throughput against COPY and the child's peak RSS.
+XLSX is measured twice, on the cases under review (a tenth of the events) and on all of them,
+and CSV on the tenth too: XLSX's memory must not grow with the rows.
 """
 
 import argparse
@@ -61,7 +63,8 @@ def fill(env: dict[str, str], events: int, per_case: int = 20) -> None:
         db.execute(
             "INSERT INTO activation_activationcase (credit_line_id, state, failure_reason,"
             " failure_detail, risk_level, retry_count, opened_at, state_changed_at)"
-            " SELECT id, 'activated', '', '', 'low', 1, now(), now() FROM activation_creditline"
+            " SELECT id, CASE WHEN id % 10 = 0 THEN 'needs_review' ELSE 'activated' END, '', '',"
+            " 'low', 1, now(), now() FROM activation_creditline"
         )
         db.execute(
             "INSERT INTO activation_caseevent (case_id, seq, kind, actor_type, state_before,"
@@ -86,22 +89,26 @@ def measure_copy() -> dict:
     return {"seconds": round(seconds, 2), "bytes": size}
 
 
-def measure_export(env: dict[str, str], workdir: Path) -> dict:
-    output = workdir / "export.csv"
+def measure_export(env: dict[str, str], workdir: Path, fmt: str, *options: str) -> dict:
+    output = workdir / f"export.{fmt}"
     # A fresh parent for the export alone, so its peak RSS is not mixed with the fill's.
     probe = (
         "import resource, subprocess, sys; "
         "subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)"
     )
     command = [
         sys.executable,
         "manage.py",
         "export_case_history",
+        "--format",
+        fmt,
         "--output",
         str(output),
         "--manifest",
-        str(workdir / "export.manifest.json"),
+        str(workdir / f"export.{fmt}.manifest.json"),
+        *options,
     ]
     began = time.perf_counter()
     finished = subprocess.run(
@@ -113,11 +120,18 @@ def measure_export(env: dict[str, str], workdir: Path) -> dict:
         text=True,
     )
     seconds = time.perf_counter() - began
-    peak_kib = int(finished.stdout.split()[-1])
+    peak_kib, cpu_seconds = finished.stdout.split()[-2:]
+    rows = json.loads((workdir / f"export.{fmt}.manifest.json").read_text())["rows"]
+    size = output.stat().st_size
+    output.unlink()
     return {
         "seconds": round(seconds, 2),
-        "bytes": output.stat().st_size,
-        "peak_rss_mb": round(peak_kib / 1024, 1),
+        "rows": rows,
+        "bytes": size,
+        "peak_rss_mb": round(int(peak_kib) / 1024, 1),
+        # The export process's own CPU (PostgreSQL's is not in it): steadier than the wall
+        # time on a shared machine, and it includes Django's start-up.
+        "cpu_seconds": round(float(cpu_seconds), 2),
     }
 
 
@@ -138,14 +152,29 @@ def main() -> None:
     fill(env, options.events)
     copy = measure_copy()
     print("COPY:", copy, flush=True)
-    export = measure_export(env, workdir)
-    print("export:", export, flush=True)
+    runs = {
+        "csv": ("csv",),
+        "jsonl": ("jsonl",),
+        # The same tenth as CSV too: what the manifest's chain heads add to the peak RSS grows
+        # with the cases in every format, so XLSX's own memory is its excess over CSV's.
+        "csv_tenth": ("csv", "--state", "needs_review"),
+        "xlsx_tenth": ("xlsx", "--state", "needs_review"),
+        "xlsx": ("xlsx",),
+    }
+    exports = {}
+    copy_rows_per_s = options.events / copy["seconds"]
+    for name, (fmt, *arguments) in runs.items():
+        export = measure_export(env, workdir, fmt, *arguments)
+        # Throughput against COPY's, both in rows per second.
+        export["rows_per_s"] = round(export["rows"] / export["seconds"])
+        export["throughput_ratio_to_copy"] = round(export["rows_per_s"] / copy_rows_per_s, 3)
+        print(f"{name}:", export, flush=True)
+        exports[name] = export
     result = {
         "machine": {"cores": os.cpu_count()},
         "events": options.events,
-        "copy": {**copy, "rows_per_s": round(options.events / copy["seconds"])},
-        "export": {**export, "rows_per_s": round(options.events / export["seconds"])},
-        "throughput_ratio_export_to_copy": round(copy["seconds"] / export["seconds"], 3),
+        "copy": {**copy, "rows_per_s": round(copy_rows_per_s)},
+        "exports": exports,
     }
     (ROOT / "var" / "bench-export.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

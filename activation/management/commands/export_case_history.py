@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from activation.exports import FORMATS, ExportFilters, write_export
+from activation.exports import FORMATS, ExportFilters, ExportTooLarge, write_export
 
 
 def _moment(value: str | None):
@@ -38,20 +38,21 @@ class Command(BaseCommand):
             states=tuple(options["state"]),
             reasons=tuple(options["reason"]),
         )
-        if options["output"]:
-            with Path(options["output"]).open("wb") as out:
-                manifest = write_export(
-                    out, filters=filters, fmt=options["format"], actor=None, pii=options["pii"]
-                )
-        else:
-            manifest = write_export(
-                sys.stdout.buffer,
-                filters=filters,
-                fmt=options["format"],
-                actor=None,
-                pii=options["pii"],
-            )
-            sys.stdout.buffer.flush()
+        try:
+            manifest = self._write(filters, options)
+        except ExportTooLarge as refusal:
+            raise CommandError(str(refusal)) from refusal
         if options["manifest"]:
             Path(options["manifest"]).write_text(manifest.to_json())
         self.stderr.write(f"{manifest.rows} events exported, SHA-256 {manifest.sha256}")
+
+    def _write(self, filters: ExportFilters, options: dict):
+        fmt, pii = options["format"], options["pii"]
+        if not options["output"]:
+            manifest = write_export(
+                sys.stdout.buffer, filters=filters, fmt=fmt, actor=None, pii=pii
+            )
+            sys.stdout.buffer.flush()
+            return manifest
+        with Path(options["output"]).open("wb") as out:
+            return write_export(out, filters=filters, fmt=fmt, actor=None, pii=pii)
