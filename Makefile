@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.surge --users $${BENCH_USERS:-200}
 	$(BIN)/python -m bench.export --events $${BENCH_EVENTS:-1000000}
 	$(BIN)/python -m bench.monitoring --cases $${BENCH_MONITORING_CASES:-1000000}
+	$(BIN)/python -m bench.backoffice --cases $${BENCH_BACKOFFICE_CASES:-1000000}
 	$(BIN)/python -m bench.api_status --clients 50 --requests 40
 	$(BIN)/python -m bench.statements --customers 3
 	$(BIN)/python -m bench.risk_traffic --seed 11 --customers $${BENCH_RISK_CUSTOMERS:-400}

@@ -4,9 +4,11 @@ import json
 from datetime import timedelta
 
 from django.contrib import admin
+from django.core.paginator import Paginator
 from django.db.models import F
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -50,68 +52,65 @@ class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = False
 
 
-class CaseEventInline(ReadOnlyInline):
-    model = CaseEvent
-    verbose_name_plural = _("Timeline")
-    fields = readonly_fields = (
-        "seq",
-        "created_at",
-        "actor_type",
-        "actor",
-        "kind",
-        "state_before",
-        "state_after",
-        "data",
-        "ip_address",
-        "device_id",
-    )
-    ordering = ("seq",)
-    # Without view_pii these stand in for the columns that name, locate or single out a customer.
-    WITHOUT_PII = {
-        "actor": "masked_actor",
-        "ip_address": "masked_ip_address",
-        "data": "masked_data",
-        "device_id": "masked_device_id",
+def timeline_entry(event: CaseEvent, *, pii: bool) -> dict:
+    """One row of the case page's timeline; without ``pii`` the columns that name, locate or
+    single out a customer are masked (the stored event, which the hash chain covers, is not)."""
+    actor = event.actor
+    data = event_data(event.data, pii=pii) if event.data else None
+    return {
+        "seq": event.seq,
+        "created_at": event.created_at,
+        "actor_type": event.get_actor_type_display(),
+        "actor": actor_label(actor.get_username(), is_staff=actor.is_staff, pii=pii)
+        if actor is not None
+        else None,
+        "kind": event.kind,
+        "state_before": event.state_before,
+        "state_after": event.state_after,
+        # As the admin shows a JSONField.
+        "data": json.dumps(data, ensure_ascii=False) if data else None,
+        "ip_address": event.ip_address
+        if pii or not event.ip_address
+        else mask_ip_address(event.ip_address),
+        "device_id": device_label(event.device_id, pii=pii),
     }
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("actor")
 
-    def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        if may_see_pii(request.user):
-            return fields
-        return [self.WITHOUT_PII.get(name, name) for name in fields]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.get_fields(request, obj)
-
-    @admin.display(description=CaseEvent._meta.get_field("actor").verbose_name)
-    def masked_actor(self, event: CaseEvent) -> str | None:
-        if event.actor is None:
-            return None
-        return actor_label(event.actor.get_username(), is_staff=event.actor.is_staff, pii=False)
-
-    @admin.display(description=CaseEvent._meta.get_field("ip_address").verbose_name)
-    def masked_ip_address(self, event: CaseEvent) -> str | None:
-        return mask_ip_address(event.ip_address) if event.ip_address else None
-
-    @admin.display(description=CaseEvent._meta.get_field("device_id").verbose_name)
-    def masked_device_id(self, event: CaseEvent) -> str:
-        return device_label(event.device_id, pii=False)
-
-    @admin.display(description=CaseEvent._meta.get_field("data").verbose_name)
-    def masked_data(self, event: CaseEvent) -> str | None:
-        if not event.data:
-            return None
-        # As the admin shows a JSONField, with the addresses in it masked.
-        return json.dumps(event_data(event.data, pii=False), ensure_ascii=False)
+def _page_number(value: str | None) -> int:
+    """A page number from the query string; anything else is the first page."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 7 else 1
 
 
 class CoreRequestInline(ReadOnlyInline):
     model = CoreRequest
     verbose_name_plural = _("Core requests")
     fields = readonly_fields = CORE_REQUEST_FIELDS
+    ordering = ("-created_at", "-pk")
+
+
+class CappedCountPaginator(Paginator):
+    """Counts no further than ``selectors.QUEUE_COUNT_CAP`` rows: a count of a million cases
+    would cost more than the page. ``more`` says there are more than ``count``; the pages
+    beyond the cap are reached by filtering or by ordering the other way."""
+
+    more = False
+    number = 1  # the page shown
+
+    @cached_property
+    def count(self) -> int:
+        counted = selectors.count_up_to(self.object_list, selectors.QUEUE_COUNT_CAP)
+        self.more = counted > selectors.QUEUE_COUNT_CAP
+        return min(counted, selectors.QUEUE_COUNT_CAP)
+
+    def page(self, number):
+        page = super().page(number)
+        self.number = page.number
+        return page
+
+    @property
+    def page_links(self):
+        """The page numbers to link to around the page shown (a template cannot pass it)."""
+        return self.get_elided_page_range(self.number)
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -194,7 +193,12 @@ class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("credit_line__reference",)  # widened in get_search_results
     search_help_text = _("Case id, credit-line reference, phone number or its last 4 digits")
     list_per_page = 50
-    inlines = (CaseEventInline, CoreRequestInline)
+    paginator = CappedCountPaginator
+    # "12 results (1,000,000 total)" would count the whole table on every filtered page.
+    show_full_result_count = False
+    # The timeline is the case page's own paged table (``change_view``), not an inline: an
+    # inline shows every event of a case.
+    inlines = (CoreRequestInline,)
     fieldsets = (
         (_("Customer and credit line"), {"fields": ("customer", "credit_line", "customer_phone")}),
         (
@@ -273,10 +277,10 @@ class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             **(extra_context or {}),
-            # (code, label, count): the link filters by code, people read the label.
+            # (code, label, count, more): the link filters by code, people read the label.
             "state_counts": [
-                (state, CaseState(state).label, count)
-                for state, count in selectors.case_counts_by_state().items()
+                (row.state, CaseState(row.state).label, row.count, row.more)
+                for row in selectors.queue_state_counts()
             ],
             "last_verification": last_verification(),
         }
@@ -287,8 +291,34 @@ class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             **(extra_context or {}),
             **case_page_context(request, object_id),
             **case_risk_context(request, object_id),
+            **self._timeline_context(request, object_id),
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _timeline_context(request, object_id: str) -> dict:
+        """One page of the timeline (``?timeline=2`` for the next older), masked as the viewer
+        must see it, for those who may view events (as the inline it replaces asked)."""
+        # ASCII digits that fit a primary key only; anything else, the admin itself answers.
+        if not (object_id.isascii() and object_id.isdigit() and len(object_id) <= 18):
+            return {}
+        if not request.user.has_perm("activation.view_caseevent"):
+            return {}
+        page = selectors.case_timeline_page(
+            int(object_id), page=_page_number(request.GET.get("timeline"))
+        )
+        pii = may_see_pii(request.user)
+        return {
+            "timeline": page,
+            "timeline_entries": [timeline_entry(event, pii=pii) for event in page.events],
+        }
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, CoreRequestInline) and obj is not None:
+            # A case retried for days has hundreds; the newest tell what is going on.
+            kwargs["queryset"] = kwargs["queryset"].filter(selectors.latest_core_requests(obj.pk))
+        return kwargs
 
     def get_urls(self):
         return [

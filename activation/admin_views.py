@@ -44,10 +44,12 @@ def case_page_context(request: HttpRequest, case_id: str) -> dict:
     # ASCII digits only: "²".isdigit() is true, but int() refuses it (the admin then says the
     # case does not exist).
     known = case_id.isascii() and case_id.isdigit()
-    notes = selectors.case_timeline(int(case_id)).filter(kind="note.added") if known else []
+    # The newest notes: the timeline, a page at a time, holds every one.
+    notes = selectors.latest_case_notes(int(case_id)) if known and len(case_id) <= 18 else []
     user = request.user
     return {
         "notes": notes,
+        "notes_shown": selectors.CASE_PAGE_NOTES,
         "pending_overrides": selectors.pending_overrides(int(case_id)) if known else [],
         "allowed_actions": {
             name for name, permission in CASE_ACTIONS.items() if can(user, permission)

@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -35,6 +36,10 @@ class CreditLine(models.Model):
     class Meta:
         verbose_name = _("credit line")
         verbose_name_plural = _("credit lines")
+        indexes = [
+            # The back office's search matches a reference case-insensitively (UPPER(reference)).
+            models.Index(Upper("reference"), name="credit_line_reference_upper"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reference} ({self.product_name})"
@@ -119,7 +124,22 @@ class ActivationCase(models.Model):
                 name="one_open_case_per_credit_line",
             )
         ]
-        indexes = [models.Index(fields=["state", "state_changed_at"])]
+        indexes = [
+            models.Index(fields=["state", "state_changed_at"]),
+            # The work queue's order (most overdue first, cases without an SLA last; the admin
+            # adds -id to make it total), unfiltered and filtered by state or failure reason,
+            # so a page of it reads 50 index entries, not every case. PostgreSQL's ascending
+            # order puts NULLs last, as the queue asks.
+            models.Index(fields=["sla_due_at", "opened_at", "-id"], name="case_queue_order"),
+            models.Index(
+                fields=["state", "sla_due_at", "opened_at", "-id"], name="case_queue_by_state"
+            ),
+            models.Index(
+                fields=["failure_reason", "sla_due_at", "opened_at", "-id"],
+                name="case_queue_by_reason",
+                condition=~Q(failure_reason=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.credit_line.reference} ({self.state})"

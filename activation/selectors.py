@@ -10,20 +10,25 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import (
     Aggregate,
+    BooleanField,
     Case,
     Count,
     DurationField,
     ExpressionWrapper,
     F,
+    FilteredRelation,
+    Max,
     Min,
     Prefetch,
     Q,
     QuerySet,
     When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
-from django.db.models.functions import TruncHour
+from django.db.models.functions import Right, TruncHour
 from django.shortcuts import get_object_or_404
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.backends import parse_phone_number
 from accounts.models import User
@@ -37,6 +42,7 @@ from .models import (
     CaseExport,
     CaseState,
     CoreRequest,
+    CoreSubmissionSwitch,
     CreditLine,
     FailureReason,
     OverrideRequest,
@@ -62,9 +68,157 @@ def case_for_customer(customer: User, case_id: int) -> ActivationCase:
     )
 
 
+def case_status_for_customer(customer: User, case_id: int) -> ActivationCase:
+    """``case_for_customer`` with what its status panel shows beside it, read in the same
+    statement: ``core_paused`` (core submissions are paused) and ``customer_has_passkey``."""
+    # Read on every request, as emergency.core_submissions_paused() and passkeys.has_passkey()
+    # read them (tests hold them equal): a supervisor's switch is seen by the next page on every
+    # node. Written as SQL because an Exists() costs more to compile than the query it saves.
+    quote = connection.ops.quote_name
+    switch, passkey = CoreSubmissionSwitch._meta, WebAuthnCredential._meta
+    # Only names from the models' metadata go into the text; the customer is a parameter.
+    paused = (
+        f"EXISTS (SELECT 1 FROM {quote(switch.db_table)} WHERE {quote(switch.pk.column)} = 1"  # noqa: S608
+        f" AND {quote(switch.get_field('paused').column)})"
+    )
+    has_passkey = (
+        f"EXISTS (SELECT 1 FROM {quote(passkey.db_table)}"  # noqa: S608
+        f" WHERE {quote(passkey.get_field('user').column)} = %s"
+        f" AND {quote(passkey.get_field('confirmed').column)})"
+    )
+    return get_object_or_404(
+        ActivationCase.objects.select_related("credit_line").annotate(
+            core_paused=RawSQL(paused, (), output_field=BooleanField()),  # noqa: S611
+            customer_has_passkey=RawSQL(  # noqa: S611
+                has_passkey, (customer.pk,), output_field=BooleanField()
+            ),
+        ),
+        pk=case_id,
+        credit_line__customer=customer,
+    )
+
+
+def case_for_app_session(case_id: int, *, session_id: int) -> ActivationCase | None:
+    """The case, if it is the customer's whose app session ``session_id`` is not revoked, with
+    that session (``app_session``, its ``user`` the customer) read in the same statement.
+
+    None when either is missing: the caller then tells which (a dead session, or no such case).
+    The rest of the session's checks (the token's user, an active non-staff account, no
+    password change since) are the caller's, as for a session read alone.
+    """
+    sessions = "credit_line__customer__app_sessions"
+    try:
+        case = (
+            ActivationCase.objects.annotate(
+                app_session=FilteredRelation(
+                    sessions,
+                    condition=Q(**{f"{sessions}__pk": session_id, f"{sessions}__revoked_at": None}),
+                )
+            )
+            .select_related("credit_line__customer", "app_session")
+            .get(pk=case_id, app_session__isnull=False)  # get(): no ORDER BY to compile
+        )
+    except ActivationCase.DoesNotExist:
+        return None
+    case.app_session.user = case.credit_line.customer
+    return case
+
+
 def case_timeline(case_id: int) -> QuerySet[CaseEvent]:
     """A case's events in order, with the acting user."""
     return CaseEvent.objects.filter(case_id=case_id).select_related("actor").order_by("seq")
+
+
+# How many events of a case's timeline the case page shows at a time.
+TIMELINE_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    """One page of a case's timeline: page 1 holds the newest events; each page is in order."""
+
+    events: list[CaseEvent]
+    number: int
+    pages: int
+    total: int
+
+    @property
+    def first_seq(self) -> int:
+        return self.events[0].seq if self.events else 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
+
+
+def case_timeline_page(
+    case_id: int, *, page: int = 1, per_page: int = TIMELINE_PAGE_SIZE
+) -> TimelinePage:
+    """Page ``page`` of the case's timeline, counted from the newest events, in two queries
+    whatever the timeline's length (both read the ``(case, seq)`` unique index)."""
+    # A case's events are numbered 1, 2, 3 … with no gap (the hash chain links each to the one
+    # before), so the newest number is the count and a page is a range of numbers.
+    total = CaseEvent.objects.filter(case_id=case_id).aggregate(last=Max("seq"))["last"] or 0
+    pages = max(math.ceil(total / per_page), 1)
+    number = min(max(page, 1), pages)
+    newest = total - (number - 1) * per_page
+    events = list(case_timeline(case_id).filter(seq__gt=newest - per_page, seq__lte=newest))
+    return TimelinePage(events=events, number=number, pages=pages, total=total)
+
+
+# How many notes, and how many requests to the core, the case page shows: the newest ones.
+CASE_PAGE_NOTES = 20
+CASE_PAGE_CORE_REQUESTS = 20
+
+
+def latest_case_notes(case_id: int, *, limit: int = CASE_PAGE_NOTES) -> list[CaseEvent]:
+    """The case's newest staff notes, oldest of them first."""
+    notes = case_timeline(case_id).filter(kind="note.added").order_by("-seq")[:limit]
+    return list(reversed(notes))
+
+
+def latest_core_requests(case_id: int, *, limit: int = CASE_PAGE_CORE_REQUESTS) -> Q:
+    """Which of the case's requests to the core the case page shows: the newest ``limit``."""
+    newest = CoreRequest.objects.filter(case_id=case_id).order_by("-created_at", "-pk")
+    return Q(pk__in=newest.values("pk")[:limit])
+
+
+# The back office counts up to this many cases of one kind; past it, it says "more than".
+QUEUE_COUNT_CAP = 10_000
+
+
+def count_up_to(queryset: QuerySet, cap: int) -> int:
+    """How many rows ``queryset`` holds, reading no more than ``cap + 1`` of them: a count
+    above ``cap`` means "more than ``cap``"."""
+    return queryset.order_by().values("pk")[: cap + 1].count()
+
+
+@dataclass(frozen=True)
+class StateCount:
+    state: str
+    count: int
+    more: bool  # there are more than ``count``
+
+
+def queue_state_counts(cap: int | None = None) -> list[StateCount]:
+    """How many cases are in each state, every state listed, in three queries whatever the
+    table's size: open states exactly (they are few and indexed), settled ones up to ``cap``
+    (``QUEUE_COUNT_CAP`` unless given)."""
+    cap = QUEUE_COUNT_CAP if cap is None else cap
+    open_counts = dict(
+        ActivationCase.objects.filter(state__in=OPEN_STATES)
+        .values("state")
+        .annotate(total=Count("pk"))
+        .values_list("state", "total")
+    )
+    counts = []
+    for state in CaseState.values:
+        if state in OPEN_STATES:
+            counts.append(StateCount(state, open_counts.get(state, 0), more=False))
+        else:
+            settled = count_up_to(ActivationCase.objects.filter(state=state), cap)
+            counts.append(StateCount(state, min(settled, cap), more=settled > cap))
+    return counts
 
 
 def case_counts_by_state() -> dict[str, int]:
@@ -170,6 +324,10 @@ def outbox_backlog(now: datetime) -> OutboxBacklog:
     )
 
 
+# Search reads at most this many matching cases (past it, the queue says "more than").
+SEARCH_MATCHES_CAP = 10_000
+
+
 def search_cases(cases: QuerySet[ActivationCase], term: str) -> QuerySet[ActivationCase]:
     """Find cases by id, credit-line reference, or phone number (whole, or its last 4 digits)."""
     # NFKC makes full-width input from a Chinese keyboard (１２３４, ＣＬ－…) plain ASCII.
@@ -180,15 +338,27 @@ def search_cases(cases: QuerySet[ActivationCase], term: str) -> QuerySet[Activat
         return cases.none()  # no reference holds one, and PostgreSQL refuses it in a query
     # ASCII digits only: str.isdigit() also accepts ² or ①, which int() refuses.
     digits = "".join(ch for ch in term if ch in string.digits)
-    matches = Q(credit_line__reference__iexact=term)
+    # Each way of matching is its own indexed lookup, and their union names the cases: an OR
+    # across the case, credit-line and customer tables would read all three whole.
+    everyone = ActivationCase.objects.order_by()
+    matches = [everyone.filter(credit_line__reference__iexact=term)]  # credit_line_reference_upper
     if len(digits) == 4 and digits == term:
-        matches |= Q(credit_line__customer__phone_number__endswith=digits)
+        matches.append(  # user_phone_last_digits; LIKE '%1234' would read every customer
+            everyone.alias(phone_tail=Right("credit_line__customer__phone_number", 4)).filter(
+                phone_tail=digits
+            )
+        )
     phone = parse_phone_number(term)
     if phone:
-        matches |= Q(credit_line__customer__phone_number=phone)
+        matches.append(everyone.filter(credit_line__customer__phone_number=phone))
     if digits == term and len(digits) < 10:
-        matches |= Q(pk=int(digits))
-    return cases.filter(matches)
+        matches.append(everyone.filter(pk=int(digits)))
+    first, *others = (match.values_list("pk", flat=True) for match in matches)
+    # Read the matching ids first (few: a number's last four digits are shared by one customer
+    # in 10,000): inside the page's query, under its ORDER BY … LIMIT, PostgreSQL would rather
+    # walk the whole queue in order and test each case against the union.
+    found = list((first.union(*others) if others else first)[: SEARCH_MATCHES_CAP + 1])
+    return cases.filter(pk__in=found)
 
 
 def pending_overrides(case_id: int) -> QuerySet[OverrideRequest]:

@@ -32,7 +32,6 @@ from .forms import ChooseChannelForm, PasskeyAnswerForm, VerifyCodeForm
 from .models import ActivationCase, CaseState
 from .reasons import EXPLANATIONS, explain
 from .services.checkpoint import stronger_channel
-from .services.emergency import core_submissions_paused
 from .timeline import RequestContext
 from .transitions import TransitionNotAllowed
 
@@ -82,30 +81,31 @@ def case_list(request: HttpRequest) -> HttpResponse:
     return render(request, "activation/list.html", {"lines": lines})
 
 
-def _status_context(case: ActivationCase, customer) -> dict:
+def _status_context(case: ActivationCase) -> dict:
+    """What the status panel shows, from a case read by ``selectors.case_status_for_customer``."""
     return {
-        "offer_passkey": case.state == CaseState.ACTIVATED and not passkeys.has_passkey(customer),
+        "offer_passkey": case.state == CaseState.ACTIVATED and not case.customer_has_passkey,
         "case": case,
         "line": case.credit_line,
         "explanation": explain(case.failure_reason),
         "in_progress": case.state in IN_PROGRESS_STATES,
-        "queued_while_paused": case.state == CaseState.SUBMITTING and core_submissions_paused(),
+        "queued_while_paused": case.state == CaseState.SUBMITTING and case.core_paused,
         "refresh_seconds": settings.ACTIVATION_PROGRESS_REFRESH_SECONDS,
     }
 
 
 @login_required
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
-    case = selectors.case_for_customer(request.user, case_id)
-    return render(request, "activation/detail.html", _status_context(case, request.user))
+    case = selectors.case_status_for_customer(request.user, case_id)
+    return render(request, "activation/detail.html", _status_context(case))
 
 
 @login_required
 @require_GET
 def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
     """The case's state and its status panel, for pages that update in place."""
-    case = selectors.case_for_customer(request.user, case_id)
-    context = _status_context(case, request.user)
+    case = selectors.case_status_for_customer(request.user, case_id)
+    context = _status_context(case)
     html = render_to_string("activation/_status_panel.html", context, request=request)
     return JsonResponse(
         {"state": case.state, "in_progress": context["in_progress"], "html": html},

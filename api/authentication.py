@@ -18,6 +18,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from activation import selectors
+
 from .models import AppSession, StaffToken
 
 STAFF_TOKEN_PREFIX = "ars_"  # noqa: S105 - a marker, not a secret
@@ -44,29 +46,56 @@ def bearer_token(request) -> str | None:
 
 
 class AppAccessTokenAuthentication(JWTAuthentication):
-    """The app's access token: a JWT signed by us, not expired, whose AppSession is live."""
+    """The app's access token: a JWT signed by us, not expired, whose AppSession is live.
+
+    On a view of one case (``case_id`` in its URL) that sets ``case_read_with_session``, the
+    case is read with the session and left on ``request.app_case``.
+    """
 
     www_authenticate_realm = "api"
 
     def authenticate(self, request):
+        access = self.access_token(request)
+        if access is None:
+            return None
+        session_id = access.get(SESSION_CLAIM)
+        if not isinstance(session_id, int):
+            return self.accept(request, access, None)
+        if getattr(request.parser_context.get("view"), "case_read_with_session", False):
+            # One round trip instead of two: the session is read in the statement that reads
+            # the case, and checked below exactly as when it is read alone.
+            case_id = request.parser_context["kwargs"]["case_id"]
+            case = selectors.case_for_app_session(case_id, session_id=session_id)
+            if case is not None:
+                authenticated = self.accept(request, access, case.app_session)
+                request.app_case = case
+                return authenticated
+            # A dead session or another customer's case: the session read alone tells which
+            # (a 401 here, or the view's 404).
+        session = (
+            AppSession.objects.select_related("user")
+            .filter(pk=session_id, revoked_at__isnull=True)
+            .first()
+        )
+        return self.accept(request, access, session)
+
+    def access_token(self, request) -> AccessToken | None:
+        """The request's app access token, its signature and expiry checked (no query); None
+        if the request carries no bearer token or a staff token."""
         token = bearer_token(request)
         if token is None or token.startswith(STAFF_TOKEN_PREFIX):
             return None
         try:
-            access = AccessToken(token)
+            return AccessToken(token)
         except TokenError:
             raise exceptions.AuthenticationFailed(
                 _("The access token is not valid or has expired; refresh it."),
                 code="token_not_valid",
             ) from None
-        session_id = access.get(SESSION_CLAIM)
-        session = (
-            AppSession.objects.select_related("user")
-            .filter(pk=session_id, revoked_at__isnull=True)
-            .first()
-            if isinstance(session_id, int)
-            else None
-        )
+
+    def accept(self, request, access: AccessToken, session: AppSession | None):
+        """``(user, access)`` if ``session`` (unrevoked, with its user) still stands for the
+        token; otherwise refuse."""
         user = session.user if session else None
         if (
             user is None

@@ -1,13 +1,24 @@
-"""API benchmark: the case-status endpoint against a bare one-query DRF view, in one run.
+"""Status benchmark: the customer's three status reads, each against its own bare baseline.
 
     python -m bench.api_status --clients 50 --requests 40
 
-Runs the portal as in production (gunicorn gthread, DEBUG off, Redis cache, PostgreSQL), signs
-customers in through ``POST /api/v1/auth/token/`` and then, alternating twice, has ``--clients``
-concurrent clients each GET ``--requests`` times (a) ``/_bench/drf-one-query/<id>``: DRF, no
-authentication, one indexed read (``bench/urls.py``), and (b) ``/api/v1/cases/<id>/``: the
-app's status call, with its bearer token and installation header. Reports throughput, latency
-and the ratio (b) ÷ (a), and the queries one status call makes (counted in a child process).
+Runs the portal as in production (gunicorn with ``deploy/gunicorn.conf.py``, DEBUG off, Redis
+cache, PostgreSQL) on a database and port of its own, seeds ``--customers`` customers with a stuck
+case each (``--state submitting``, the default, moves them on through the state machine to an
+activation in progress, the state in which pages poll), signs each in through the web's sign-in
+form and through ``POST /api/v1/auth/token/``, and then, twice in turn, has ``--clients``
+concurrent clients each GET ``--requests`` times the three pairs below, the bare view of a pair
+just before its real one:
+
+- page: ``/_bench/page-one-query/<id>`` (signed out, one indexed read, a tiny template;
+  ``bench/urls.py``) and ``/activation/<id>/``, the status page, with the browser's cookies;
+- json: ``/_bench/json-one-query/<id>`` (signed out, one indexed read, a ``JsonResponse``) and
+  ``/activation/<id>/status/``, the JSON that pages which update in place poll;
+- api: ``/_bench/drf-one-query/<id>`` (DRF, no authentication, one indexed read) and
+  ``/api/v1/cases/<id>/``, the app's status call with its bearer token and installation header.
+
+Reports throughput, latency and the ratio real ÷ bare of each pair, and the queries one request
+of each path makes (counted in a child process with the same settings).
 """
 
 import argparse
@@ -26,6 +37,8 @@ import httpx
 
 from bench.surge import PASSWORD as BENCH_PASSWORD
 from bench.surge import (
+    PG,
+    REDIS,
     ROOT,
     WEB_PORT,
     environment,
@@ -36,14 +49,39 @@ from bench.surge import (
     wait_for,
 )
 
-BASE = f"http://127.0.0.1:{WEB_PORT}"
+# Its own database and port, so that it never meets a surge run's.
+DB_NAME = "activation_rescue_bench_status"
+BASE = f"http://127.0.0.1:{WEB_PORT + 10}"
+
+# name: (bare baseline, the real read); the customer's headers go with the real one only.
+PAIRS = {
+    "page": ("/_bench/page-one-query/{case}", "/activation/{case}/"),
+    "json": ("/_bench/json-one-query/{case}", "/activation/{case}/status/"),
+    "api": ("/_bench/drf-one-query/{case}", "/api/v1/cases/{case}/"),
+}
+HEADERS = {"page": "web", "json": "web", "api": "app"}
+
+# Moves every seeded case on to an activation in progress, through the state machine (each
+# step a chained timeline event), as a verified customer's submission leaves it.
+TO_SUBMITTING = """
+from django.db import transaction
+from activation.models import ActivationCase, ActorType, CaseState
+from activation.transitions import transition
+for case_id in ActivationCase.objects.values_list("pk", flat=True):
+    with transaction.atomic():
+        case = ActivationCase.objects.select_for_update().get(pk=case_id)
+        for state, actor in ((CaseState.PENDING_VERIFICATION, ActorType.CUSTOMER),
+                             (CaseState.SUBMITTING, ActorType.CUSTOMER)):
+            transition(case, to=state, actor_type=actor, actor=case.credit_line.customer)
+"""
 
 
 def sign_in_all(customers: int) -> list[dict]:
-    """Each customer's headers and case id, signed in through the API."""
+    """Each customer's case id, app headers (signed in through the API) and browser cookies
+    (signed in through the web's form)."""
     signed_in = []
-    with httpx.Client(base_url=BASE, timeout=30) as client:
-        for n in range(customers):
+    for n in range(customers):
+        with httpx.Client(base_url=BASE, timeout=30) as client:
             installation = f"bench-installation-{n:06d}"
             answer = client.post(
                 "/api/v1/auth/token/",
@@ -51,26 +89,47 @@ def sign_in_all(customers: int) -> list[dict]:
                 headers={"X-Installation-Id": installation},
             )
             answer.raise_for_status()
-            headers = {
+            app = {
                 "Authorization": f"Bearer {answer.json()['access']}",
                 "X-Installation-Id": installation,
             }
-            lines = client.get("/api/v1/credit-lines/", headers=headers).json()
-            signed_in.append({"headers": headers, "case": lines[0]["cases"][0]["id"]})
+            lines = client.get("/api/v1/credit-lines/", headers=app).json()
+            client.get("/accounts/login/").raise_for_status()
+            form = client.post(
+                "/accounts/login/",
+                data={
+                    "username": f"bench{n}",
+                    "password": BENCH_PASSWORD,
+                    "csrfmiddlewaretoken": client.cookies["csrftoken"],
+                },
+            )
+            if form.status_code != 302:
+                raise SystemExit(f"bench{n} could not sign in on the web ({form.status_code})")
+            cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+            signed_in.append(
+                {"case": lines[0]["cases"][0]["id"], "app": app, "web": {"Cookie": cookies}}
+            )
     return signed_in
 
 
-async def load(customers: list[dict], clients: int, requests: int, path: str) -> dict:
+async def load(
+    customers: list[dict], clients: int, requests: int, path: str, headers: str | None
+) -> dict:
+    """``clients`` concurrent clients each GET ``path`` ``requests`` times, with the customer's
+    ``headers`` ("web", "app" or None for none)."""
     latencies: list[float] = []
     statuses: list[int] = []
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(base_url=BASE, connector=connector) as session:
+    async with aiohttp.ClientSession(
+        base_url=BASE, connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
 
         async def one_client(customer: dict) -> None:
             url = path.format(case=customer["case"])
+            sent = customer[headers] if headers else {}
             for _ in range(requests):
                 began = time.perf_counter()
-                async with session.get(url, headers=customer["headers"]) as response:
+                async with session.get(url, headers=sent, allow_redirects=False) as response:
                     await response.read()
                     statuses.append(response.status)
                 latencies.append(time.perf_counter() - began)
@@ -91,20 +150,26 @@ QUERY_COUNT = """
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-headers = json.loads(sys.argv[-1])
-client = Client(HTTP_HOST="localhost")
-path = f"/api/v1/cases/{headers['case']}/"
-kwargs = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers["headers"].items()}
-client.get(path, **kwargs)
-with CaptureQueriesContext(connection) as queries:
-    status = client.get(path, **kwargs).status_code
-print(json.dumps({"status": status, "queries": len(queries)}))
+customer, pairs, kinds = (json.loads(argument) for argument in sys.argv[-3:])
+counts = {}
+for name, paths in pairs.items():
+    for which, path in zip(("bare", "real"), paths):
+        sent = customer[kinds[name]] if which == "real" else {}
+        client = Client(HTTP_HOST="localhost")
+        kwargs = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in sent.items()}
+        url = path.format(case=customer["case"])
+        client.get(url, **kwargs)
+        with CaptureQueriesContext(connection) as queries:
+            status = client.get(url, **kwargs).status_code
+        counts[f"{name}_{which}"] = {"status": status, "queries": len(queries)}
+print(json.dumps(counts))
 """
 
 
 def count_queries(env: dict[str, str], customer: dict) -> dict:
     script = "import json, sys, django; django.setup()\n" + QUERY_COUNT
-    return json_from_child(["-c", script, json.dumps(customer)], env)
+    arguments = [json.dumps(customer), json.dumps(PAIRS), json.dumps(HEADERS)]
+    return json_from_child(["-c", script, *arguments], env)
 
 
 def main() -> None:
@@ -112,12 +177,27 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--state", choices=["failed", "submitting"], default="submitting")
+    parser.add_argument("--pairs", default=",".join(PAIRS), help="which pairs, comma-separated")
+    parser.add_argument("--redis-db", type=int, default=15, help="emptied at the start")
     options = parser.parse_args()
+    pairs = {name: PAIRS[name] for name in options.pairs.split(",")}
     workdir = Path(tempfile.mkdtemp(prefix="api-status-"))
     env = environment(workdir)
-    env.update(API_ACCESS_TOKEN_MINUTES="60")  # noqa: S106 - outlives the run
-    prepare_database(env, options.customers)
-    subprocess.run(["redis-cli", "-n", "15", "flushdb"], check=True, capture_output=True)
+    redis = REDIS.rsplit("/", 1)[0] + f"/{options.redis_db}"
+    env.update(
+        API_ACCESS_TOKEN_MINUTES="60",  # noqa: S106 - outlives the run
+        DATABASE_URL=f"{PG}/{DB_NAME}",
+        CACHE_URL=redis.replace("redis://", "rediscache://"),
+        CELERY_BROKER_URL=redis,
+    )
+    prepare_database(env, options.customers, database=DB_NAME)
+    if options.state == "submitting":
+        shell = [sys.executable, "manage.py", "shell", "-c", TO_SUBMITTING]
+        subprocess.run(shell, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["redis-cli", "-n", str(options.redis_db), "flushdb"], check=True, capture_output=True
+    )
     _role, web = start(
         "web",
         [
@@ -126,7 +206,7 @@ def main() -> None:
             "gunicorn",
             "portal.wsgi",
             "--config=deploy/gunicorn.conf.py",
-            f"--bind=127.0.0.1:{WEB_PORT}",
+            f"--bind={BASE.removeprefix('http://')}",
         ],
         {**env, "PYTHONPATH": str(ROOT)},
         workdir / "web.log",
@@ -134,15 +214,18 @@ def main() -> None:
     try:
         wait_for(f"{BASE}/healthz")
         customers = sign_in_all(options.customers)
-        rounds = {"bare": [], "status": []}
-        paths = {"bare": "/_bench/drf-one-query/{case}", "status": "/api/v1/cases/{case}/"}
-        for path in paths.values():  # warm every worker on both paths
-            asyncio.run(load(customers, options.clients, 5, path))
+        rounds = {f"{name}_{which}": [] for name in pairs for which in ("bare", "real")}
+        for name, paths in pairs.items():  # warm every worker on every path
+            for path, headers in zip(paths, (None, HEADERS[name]), strict=True):
+                asyncio.run(load(customers, options.clients, 5, path, headers))
         for _round in range(2):
-            for name in ("bare", "status"):
-                rounds[name].append(
-                    asyncio.run(load(customers, options.clients, options.requests, paths[name]))
-                )
+            for name, (bare, real) in pairs.items():
+                for which, path, headers in (("bare", bare, None), ("real", real, HEADERS[name])):
+                    rounds[f"{name}_{which}"].append(
+                        asyncio.run(
+                            load(customers, options.clients, options.requests, path, headers)
+                        )
+                    )
         queries = count_queries(env, customers[0])
     finally:
         os.killpg(web.pid, 15)
@@ -154,9 +237,13 @@ def main() -> None:
     result = {
         "machine": {"cores": os.cpu_count()},
         "clients": options.clients,
+        "state": options.state,
+        "ratios": {
+            name: round(throughput[f"{name}_real"] / throughput[f"{name}_bare"], 3)
+            for name in pairs
+        },
+        "queries": queries,
         "rounds": rounds,
-        "status_call": queries,
-        "ratio_status_to_bare": round(throughput["status"] / throughput["bare"], 3),
     }
     (ROOT / "var" / "bench-api-status.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -56,10 +57,37 @@ def _max_id(db, table: str) -> int:
     return db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
 
 
-def fill(first: int, count: int, filler_events: int) -> None:
+def _risk_level_sql(risk_levels: Sequence[tuple[str, float]]) -> str:
+    """A CASE picking each row's risk level from a uniform random number ``q``."""
+    arms, edge = [], 0.0
+    for level, share in risk_levels[:-1]:
+        edge += share
+        arms.append(f"WHEN q < {edge:.4f} THEN '{level}'")
+    return f"CASE {' '.join(arms)} ELSE '{risk_levels[-1][0]}' END"
+
+
+def fill(
+    first: int,
+    count: int,
+    filler_events: int,
+    *,
+    database: str = DB_NAME,
+    risk_levels: Sequence[tuple[str, float]] = (("low", 1.0),),
+    assignees: Sequence[int] = (),
+) -> None:
     """Add ``count`` customers (numbered from ``first``), each with a line, a case, its events
-    and its request to the core."""
-    with psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True) as db:
+    and its request to the core, in ``database``.
+
+    ``risk_levels`` are (level, share) pairs; two in three open cases in review or failed are
+    assigned, in turn, to the staff ids in ``assignees`` (none when it is empty).
+    """
+    assignee = (
+        f"CASE WHEN state IN ('failed', 'needs_review') AND id %% 3 <> 0"
+        f" THEN (ARRAY{list(assignees)!r}::bigint[])[1 + (id %% {len(assignees)})] END"
+        if assignees
+        else "NULL::bigint"
+    )
+    with psycopg.connect(f"{PG}/{database}", autocommit=True) as db:
         users, lines, cases = (
             _max_id(db, t)
             for t in ("accounts_user", "activation_creditline", "activation_activationcase")
@@ -85,14 +113,15 @@ def fill(first: int, count: int, filler_events: int) -> None:
         db.execute(
             f"INSERT INTO activation_activationcase (credit_line_id, state, failure_reason,"
             f" failure_detail, risk_level, retry_count, opened_at, state_changed_at, sla_due_at,"
-            f" closed_at)"
+            f" closed_at, assignee_id)"
             f" SELECT id, state, CASE WHEN state IN ('failed', 'needs_review')"
             f"   THEN (ARRAY{REASONS!r})[1 + (id %% {len(REASONS)})] ELSE '' END,"
-            f"  '', 'low', 1, opened, changed, opened + interval '15 minutes',"
-            f"  CASE WHEN state IN ('activated', 'closed') THEN changed END"
-            f" FROM (SELECT id, {_state_case_sql()} AS state, opened,"
+            f"  '', {_risk_level_sql(risk_levels)}, 1, opened, changed,"
+            f"  opened + interval '15 minutes',"
+            f"  CASE WHEN state IN ('activated', 'closed') THEN changed END, {assignee}"
+            f" FROM (SELECT id, {_state_case_sql()} AS state, opened, q,"
             f"   least(opened + s * interval '2 hours', now()) AS changed"
-            f"   FROM (SELECT id, random() AS r, random() AS s,"
+            f"   FROM (SELECT id, random() AS r, random() AS s, random() AS q,"
             f"     now() - interval '{DAYS} days' * (1 - (id - %s)::float / %s) AS opened"
             f"     FROM activation_creditline WHERE id > %s) l) c",
             [lines, count, lines],

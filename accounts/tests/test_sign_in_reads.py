@@ -1,4 +1,4 @@
-"""A sign-in reads its account once; the browser it remembers is forgotten when the password changes."""
+"""A sign-in reads its account once; a browser it remembers is forgotten on a password change."""
 
 import pytest
 from django.db import connection
