@@ -316,8 +316,8 @@ def _masked_ip_sql(text: str) -> str:
     """accounts.masking.mask_ip_address in SQL, for ``text``, a non-empty address as text."""
     return f"""
         CASE WHEN strpos({text}, ':') > 0
-          THEN split_part({text}, ':', 1) || ':' || split_part({text}, ':', 2) || ':*'
-          ELSE split_part({text}, '.', 1) || '.' || split_part({text}, '.', 2) || '.*.*'
+          THEN array_to_string((string_to_array({text}, ':'))[1:2], ':') || ':*'
+          ELSE array_to_string((string_to_array({text}, '.'))[1:2], '.') || '.*.*'
         END
     """
 

@@ -59,7 +59,7 @@ class AppAccessTokenAuthentication(JWTAuthentication):
         if access is None:
             return None
         session_id = access.get(SESSION_CLAIM)
-        if not isinstance(session_id, int):
+        if type(session_id) is not int:  # not a bool either: True is an int to isinstance
             return self.accept(request, access, None)
         if getattr(request.parser_context.get("view"), "case_read_with_session", False):
             # One round trip instead of two: the session is read in the statement that reads
