@@ -12,7 +12,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from accounts.masking import mask_ip_address, mask_name, mask_phone_number
+from accounts.masking import mask_name, mask_phone_number
 from accounts.roles import can, holders_of
 from portal.backoffice import ReadOnlyAdminMixin, backoffice
 from risk.admin_cases import case_risk_context
@@ -38,7 +38,7 @@ from .models import (
     CreditLine,
     OverrideRequest,
 )
-from .pii import actor_label, device_label, event_data, may_see_pii
+from .pii import event_record, may_see_pii
 
 
 def _without_pii(fields) -> list:
@@ -53,26 +53,13 @@ class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 def timeline_entry(event: CaseEvent, *, pii: bool) -> dict:
-    """One row of the case page's timeline; without ``pii`` the columns that name, locate or
-    single out a customer are masked (the stored event, which the hash chain covers, is not)."""
-    actor = event.actor
-    data = event_data(event.data, pii=pii) if event.data else None
+    """One row of the case page's timeline (``event_record``), as the admin shows its fields."""
+    record = event_record(event, pii=pii)
     return {
-        "seq": event.seq,
-        "created_at": event.created_at,
+        **record,
         "actor_type": event.get_actor_type_display(),
-        "actor": actor_label(actor.get_username(), is_staff=actor.is_staff, pii=pii)
-        if actor is not None
-        else None,
-        "kind": event.kind,
-        "state_before": event.state_before,
-        "state_after": event.state_after,
         # As the admin shows a JSONField.
-        "data": json.dumps(data, ensure_ascii=False) if data else None,
-        "ip_address": event.ip_address
-        if pii or not event.ip_address
-        else mask_ip_address(event.ip_address),
-        "device_id": device_label(event.device_id, pii=pii),
+        "data": json.dumps(record["data"], ensure_ascii=False) if event.data else None,
     }
 
 

@@ -41,3 +41,25 @@ def event_data(data: Any, *, pii: bool) -> Any:
         for key, value in change.items()
     }
     return {**data, "ip_changed": masked}
+
+
+def event_record(event, *, pii: bool) -> dict[str, Any]:
+    """An event as staff see it (the back office's timeline, the staff API); without ``pii`` the
+    columns that name, locate or single out a customer are masked. The stored event, which the
+    hash chain covers, is not changed."""
+    actor = event.actor
+    ip_address = event.ip_address or None
+    return {
+        "seq": event.seq,
+        "created_at": event.created_at,
+        "actor_type": event.actor_type,
+        "actor": actor_label(actor.get_username(), is_staff=actor.is_staff, pii=pii)
+        if actor is not None
+        else None,
+        "kind": event.kind,
+        "state_before": event.state_before,
+        "state_after": event.state_after,
+        "data": event_data(event.data, pii=pii),
+        "ip_address": ip_address if pii or ip_address is None else mask_ip_address(ip_address),
+        "device_id": device_label(event.device_id, pii=pii),
+    }

@@ -2,10 +2,10 @@
 
 from typing import Any
 
-from accounts.masking import mask_ip_address, mask_name, mask_phone_number
+from accounts.masking import mask_name, mask_phone_number
 from activation import selectors as activation_selectors
 from activation.models import CORE_REQUEST_FIELDS, ActivationCase, CaseExport
-from activation.pii import actor_label, device_label, event_data
+from activation.pii import event_record
 
 from . import selectors
 
@@ -30,23 +30,7 @@ def case_summary(case: ActivationCase) -> dict[str, Any]:
 
 
 def _event(event, *, pii: bool) -> dict[str, Any]:
-    actor = event.actor
-    ip_address = event.ip_address or None
-    return {
-        "seq": event.seq,
-        "created_at": event.created_at,
-        "actor_type": event.actor_type,
-        "actor": actor_label(actor.get_username(), is_staff=actor.is_staff, pii=pii)
-        if actor is not None
-        else None,
-        "kind": event.kind,
-        "state_before": event.state_before,
-        "state_after": event.state_after,
-        "data": event_data(event.data, pii=pii),
-        "ip_address": ip_address if pii or ip_address is None else mask_ip_address(ip_address),
-        "device_id": device_label(event.device_id, pii=pii),
-        "hash": event.hash,
-    }
+    return {**event_record(event, pii=pii), "hash": event.hash}
 
 
 def case_detail(case: ActivationCase, *, pii: bool) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from activation.tests.helpers import submitted_case
 from activation.tests.test_status_page import core_reports_active
 from api.authentication import TOUCH_EVERY
 from api.models import AppSession
+from api.tests import test_customer_api
 from api.tests.test_customer_api import APP, sign_in
 from api.tests.test_staff_api import client_for
 from tests.factories import open_failed_case
@@ -22,16 +23,8 @@ from tests.factories import open_failed_case
 pytestmark = pytest.mark.django_db
 
 QUERY_BUDGET = 5
+app = test_customer_api.app  # the signed-in app client (a fixture)
 STATUS_QUERIES = 1  # the case, its line, the customer and the live session, in one statement
-
-
-@pytest.fixture
-def app(customer) -> APIClient:
-    client = APIClient()
-    tokens = sign_in(client, customer).json()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}", **APP)
-    client.tokens = tokens
-    return client
 
 
 @pytest.fixture
