@@ -24,6 +24,7 @@ from .admin_views import (
     case_action,
     case_exports,
     case_page_context,
+    case_pk,
     core_switch,
     dashboard,
     export_manifest,
@@ -286,14 +287,10 @@ class ActivationCaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def _timeline_context(request, object_id: str) -> dict:
         """One page of the timeline (``?timeline=2`` for the next older), masked as the viewer
         must see it, for those who may view events (as the inline it replaces asked)."""
-        # ASCII digits that fit a primary key only; anything else, the admin itself answers.
-        if not (object_id.isascii() and object_id.isdigit() and len(object_id) <= 18):
+        pk = case_pk(object_id)  # None: the admin itself answers that there is no such case
+        if pk is None or not request.user.has_perm("activation.view_caseevent"):
             return {}
-        if not request.user.has_perm("activation.view_caseevent"):
-            return {}
-        page = selectors.case_timeline_page(
-            int(object_id), page=_page_number(request.GET.get("timeline"))
-        )
+        page = selectors.case_timeline_page(pk, page=_page_number(request.GET.get("timeline")))
         pii = may_see_pii(request.user)
         return {
             "timeline": page,

@@ -39,18 +39,24 @@ from .services.emergency import set_core_submissions_paused
 from .timeline import RequestContext
 
 
+def case_pk(object_id: str) -> int | None:
+    """The case id in the case page's URL, or None if it cannot be one (the admin then says the
+    case does not exist): ASCII digits only ("²".isdigit() is true, but int() refuses it) that
+    fit a primary key."""
+    if object_id.isascii() and object_id.isdigit() and len(object_id) <= 18:
+        return int(object_id)
+    return None
+
+
 def case_page_context(request: HttpRequest, case_id: str) -> dict:
     """What the case page shows beside the case: notes, overrides, and the actions allowed."""
-    # ASCII digits only: "²".isdigit() is true, but int() refuses it (the admin then says the
-    # case does not exist).
-    known = case_id.isascii() and case_id.isdigit()
-    # The newest notes: the timeline, a page at a time, holds every one.
-    notes = selectors.latest_case_notes(int(case_id)) if known and len(case_id) <= 18 else []
+    pk = case_pk(case_id)
     user = request.user
     return {
-        "notes": notes,
+        # The newest notes: the timeline, a page at a time, holds every one.
+        "notes": selectors.latest_case_notes(pk) if pk is not None else [],
         "notes_shown": selectors.CASE_PAGE_NOTES,
-        "pending_overrides": selectors.pending_overrides(int(case_id)) if known else [],
+        "pending_overrides": selectors.pending_overrides(pk) if pk is not None else [],
         "allowed_actions": {
             name for name, permission in CASE_ACTIONS.items() if can(user, permission)
         },
