@@ -13,7 +13,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -209,7 +209,45 @@ class Manifest:
     chain_heads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        """``json.dumps(asdict(self), indent=2, sort_keys=True)``, without its cost per head.
+
+        With a head per case (50,000 and more), ``asdict``'s deep copy and the indenting encoder
+        (pure Python) took seconds and tens of MB: the heads are written from a template here,
+        the rest by ``json.dumps``, and the text is the same.
+        """
+        heads = _heads_json(self.chain_heads)
+        rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "chain_heads"}
+        text = json.dumps({**rest, "chain_heads": {}}, indent=2, sort_keys=True)
+        # "chain_heads" sorts before every other field, so it opens the text.
+        opening = '{\n  "chain_heads": {},\n'
+        if heads is None or not text.startswith(opening):
+            return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return '{\n  "chain_heads": ' + heads + ",\n" + text.removeprefix(opening)
+
+
+_quoted = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str by default
+
+
+def _heads_json(heads: dict[str, dict[str, Any]]) -> str | None:
+    """The chain heads as the manifest's ``json.dumps`` indents them at its second level.
+
+    None if a head is not the usual ``{"hash": str, "seq": int}`` under a str key, for
+    ``json.dumps`` to write them all.
+    """
+    if not heads:
+        return "{}"
+    if not all(type(case_id) is str for case_id in heads):
+        return None
+    entries = []
+    for case_id, head in sorted(heads.items()):
+        if head.keys() != {"hash", "seq"}:
+            return None
+        digest, seq = head["hash"], head["seq"]
+        if type(digest) is not str or type(seq) is not int:
+            return None
+        hash_line = f'      "hash": {_quoted(digest)},'
+        entries.append(f'    {_quoted(case_id)}: {{\n{hash_line}\n      "seq": {seq}\n    }}')
+    return "{\n" + ",\n".join(entries) + "\n  }"
 
 
 class ExportTooLarge(ValueError):
@@ -446,6 +484,13 @@ def _jsonl_text(expression: str) -> str:
     return f"to_json({expression})::text"
 
 
+# Text that holds nothing JSON escapes, as PostgreSQL writes it (the time: digits and "-T:.+";
+# an address: hex digits and ".:/*"), is only put between quotes: to_json() costs about half a
+# microsecond a call. The masked device's label comes escaped (by json.dumps) with the label.
+_JSON_SAFE = ("created_at", "ip_address")
+_MASKED_DEVICE_JSON = "coalesce(d.label_json, '\"\"')"
+
+
 def _jsonl_select(source: dict[str, str]) -> str:
     """One JSON Lines row as ``_encode_jsonl`` writes it: sorted keys, ", " and ": "."""
     parts: list[tuple[bool, str]] = []
@@ -457,6 +502,10 @@ def _jsonl_select(source: dict[str, str]) -> str:
             parts.append((True, f"{source[key]}::text"))
         elif key == "data":
             parts += _data_between_marks(source)
+        elif key in _JSON_SAFE:
+            parts += [(False, '"'), (True, source[key]), (False, '"')]
+        elif source[key] == _MASKED_DEVICE_ID:
+            parts.append((True, _MASKED_DEVICE_JSON))
         else:
             parts.append((True, _jsonl_text(source[key])))
     parts.append((False, "}"))
@@ -468,12 +517,21 @@ _XML_ILLEGAL = [*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]
 _SQL_XML_ILLEGAL = "E'" + "".join(f"\\x{code:02x}" for code in _XML_ILLEGAL) + "'"
 
 
+# What ``_xml_text`` changes: a character XML cannot carry, or one it escapes.
+_SQL_XML_SPECIAL = "E'[&<>" + "".join(f"\\x{code:02x}" for code in [*_XML_ILLEGAL, 10, 13]) + "]'"
+
+
 def _xml_text_sql(expression: str) -> str:
-    """``_xml_text`` in SQL."""
+    """``_xml_text`` in SQL.
+
+    translate() costs microseconds a call and each replace() a tenth of one, and most text has
+    nothing to change: a regular expression picks out the text that has.
+    """
     text = f"translate({expression}, {_SQL_XML_ILLEGAL}, '')"
     for character, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
         text = f"replace({text}, '{character}', '{entity}')"
-    return f"replace(replace({text}, E'\\n', '&#10;'), E'\\r', '&#13;')"
+    text = f"replace(replace({text}, E'\\n', '&#10;'), E'\\r', '&#13;')"
+    return f"CASE WHEN {expression} ~ {_SQL_XML_SPECIAL} THEN {text} ELSE {expression} END"
 
 
 _XLSX_NUMBER = ("<c><v>", "</v></c>")
@@ -544,20 +602,26 @@ _EVENTS = " FROM activation_caseevent e JOIN activation_activationcase c ON c.id
 
 
 def _fill_device_labels(cursor, where: str, params: list[Any]) -> None:
-    """Put the shown label of every device id the export holds into ``_DEVICE_TABLE``."""
+    """Put the shown label of every device id the export holds into ``_DEVICE_TABLE``.
+
+    Each with its JSON text too (``json.dumps``, as the Python writer writes it), for JSON Lines.
+    """
     # Dropped with the transaction; dropped here too for a second export in one transaction.
     cursor.execute(f"DROP TABLE IF EXISTS {_DEVICE_TABLE}")
     cursor.execute(
-        f"CREATE TEMPORARY TABLE {_DEVICE_TABLE} (device_id text PRIMARY KEY, label text NOT NULL)"
+        f"CREATE TEMPORARY TABLE {_DEVICE_TABLE}"
+        " (device_id text PRIMARY KEY, label text NOT NULL, label_json text NOT NULL)"
         " ON COMMIT DROP"
     )
     cursor.execute(
         f"SELECT DISTINCT e.device_id {_EVENTS} WHERE {where} AND e.device_id <> ''", params
     )
     devices = [device_id for (device_id,) in cursor.fetchall()]
-    with cursor.cursor.copy(f"COPY {_DEVICE_TABLE} (device_id, label) FROM STDIN") as copy:
+    columns = "device_id, label, label_json"
+    with cursor.cursor.copy(f"COPY {_DEVICE_TABLE} ({columns}) FROM STDIN") as copy:
         for device_id in devices:
-            copy.write_row((device_id, device_label(device_id, pii=False)))
+            label = device_label(device_id, pii=False)
+            copy.write_row((device_id, label, json.dumps(label, ensure_ascii=False)))
 
 
 def _chain_heads(cursor, events: tuple[str, list[Any]], cases: tuple[str, list[Any]]) -> dict:
@@ -579,17 +643,66 @@ _BLOCK = 256 * 1024
 _LINES = "FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02'"
 
 
-# What ``json.dumps(..., sort_keys=True, ensure_ascii=False)`` builds on each call, built once.
-_read_json = json.JSONDecoder().decode
-_write_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+# ``json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False)`` without the wrappers it
+# goes through on each call: the scanner and the encoder ``json.loads`` and ``json.dumps`` build
+# and call themselves, built once (the byte-equality tests hold them to the public functions).
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+_json_encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+if json.encoder.c_make_encoder is not None:
+    _encode_json = json.encoder.c_make_encoder(
+        None, _json_encoder.default, json.encoder.encode_basestring, None, ": ", ", ", True,
+        False, True,
+    )  # fmt: skip
+
+    def _dumps(value: Any) -> str:
+        return "".join(_encode_json(value, 0))
+
+else:  # a Python without the _json accelerator
+    _dumps = _json_encoder.encode
 
 
-def _canonical_data(text: bytes) -> bytes:
-    return _write_json(_read_json(text.decode())).encode()
+def _written_json(text: bytes) -> str:
+    """jsonb's text of a value, ``text``, as the Python writer writes the value."""
+    return _dumps(_scan_json(text.decode(), 0)[0])
+
+
+def _jsonl_data(text: bytes) -> bytes:
+    return _written_json(text).encode()
 
 
 def _xlsx_data(text: bytes) -> bytes:
-    return _xml_text(_write_json(_read_json(text.decode()))).encode()
+    return _xml_text(_written_json(text)).encode()
+
+
+class _WrittenData(dict):
+    """The data's text from PostgreSQL -> its text in the file, remembered (a bounded number of
+    short ones): events of one kind often carry the same data, which is then written once."""
+
+    _LIMIT, _LONGEST = 4096, 256
+
+    def __init__(self, write: Callable[[bytes], bytes]) -> None:
+        super().__init__()
+        self.write = write
+
+    def __missing__(self, text: bytes) -> bytes:
+        written = self.write(text)
+        if len(text) <= self._LONGEST:
+            if len(self) >= self._LIMIT:
+                self.clear()
+            self[text] = written
+        return written
+
+
+def _finished_block(block: bytearray, rows: int, data: _WrittenData | None) -> bytes:
+    """``block``, ``rows`` whole rows, as it leaves: each row's data (between marks) written."""
+    if data is None:
+        return bytes(block)
+    parts = bytes(block).split(_DATA_MARK.encode())
+    # Two marks a row: a mark anywhere else (none can be, it is escaped) would shift the data.
+    if len(parts) != 2 * rows + 1:
+        raise ValueError("an exported row holds a stray data mark")
+    parts[1::2] = map(data.__getitem__, parts[1::2])
+    return b"".join(parts)
 
 
 def _copy_export(
@@ -603,6 +716,11 @@ def _copy_export(
         if outermost:
             # One snapshot for the rows and the chain heads, however long the download takes.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # Without parallel workers the events are read in (case, seq) order off their index
+            # and leave from the first row on; with them, every row was sorted first (spilling
+            # to disk) while the workers took cores from the web processes. For this
+            # transaction only (hence only when it is the export's own).
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         manifest.chain_heads = _chain_heads(cursor, events, cases)
         if fmt == "xlsx":
             cursor.execute(f"SELECT count(*) {_EVENTS} WHERE {where}", params)
@@ -625,28 +743,22 @@ def _copy_export(
             f" LEFT JOIN accounts_user a ON a.id = e.actor_id{joins}"
         )
         query = f"COPY (SELECT {select} {joins} WHERE {events[0]} ORDER BY e.case_id, e.seq)"
-        data = _canonical_data if fmt == "jsonl" else _xlsx_data
-        block = bytearray()
+        data = None if fmt == "csv" else _WrittenData(_jsonl_data if fmt == "jsonl" else _xlsx_data)
+        block, rows = bytearray(), 0
         copying = f"{query} TO STDOUT WITH ({options})"
         with cursor.cursor.copy(copying, cases[1] + events[1]) as copy:
-            if fmt == "csv":
-                for row in copy:
-                    block += row
-                    if len(block) >= _BLOCK:
-                        yield bytes(block)
-                        block.clear()
-            else:
-                for row in copy:
-                    head, data_text, tail = bytes(row).split(b"\x03")
-                    block += head
-                    block += data(data_text)
-                    block += tail
-                    if len(block) >= _BLOCK:
-                        yield bytes(block)
-                        block.clear()
+            # COPY sends a message per row: the rows are gathered into blocks and each block's
+            # data written in one pass, rather than a row at a time.
+            for row in copy:
+                block += row
+                rows += 1
+                if len(block) >= _BLOCK:
+                    yield _finished_block(block, rows, data)
+                    block.clear()
+                    rows = 0
         manifest.rows = cursor.cursor.rowcount
         if block:
-            yield bytes(block)
+            yield _finished_block(block, rows, data)
 
 
 # --- XLSX, written as it goes ---------------------------------------------------------------------

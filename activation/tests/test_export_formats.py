@@ -24,6 +24,8 @@ from tests.factories import CustomerFactory, StaffFactory, open_failed_case
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 AWKWARD = 'Zhāng "Wei" \\ back\\slash\nnew line\ttab\x01\x02\x1f\x7f \u2028 😀 ,;'
+# Each in an event's own column (its kind), where the SQL that escapes it must find it.
+XML_ESCAPED = "&<>\n\r"
 FLOATS = [
     0.1,
     1.0,
@@ -83,7 +85,7 @@ def awkward_history():
         CaseEvent.objects.create(
             case=case,
             seq=last.seq + 1 + n,
-            kind="raw",
+            kind=f"raw {XML_ESCAPED[n]}",
             actor_type=ActorType.SYSTEM,
             data=data,
             created_at=timezone.now(),
@@ -291,3 +293,56 @@ def test_the_command_refuses_an_xlsx_past_a_sheets_rows(awkward_history, tmp_pat
         call_command("export_case_history", "--format", "xlsx", "--output", str(output))
     assert output.read_bytes() == b""
     assert not SystemEvent.objects.filter(kind="export.created").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "xlsx"])
+def test_data_many_events_share_is_written_as_the_python_writer_writes_it(fmt, monkeypatch):
+    """The data written once per distinct text (and forgotten past a bound) reads the same."""
+    case = open_failed_case()
+    shared = [{"step": n % 3, "reason": "é", "floats": [0.1, 1e-05, 100.0]} for n in range(40)]
+    long_ones = [{"text": "x" * 300, "n": n} for n in range(5)]
+    for data in shared + long_ones + shared:
+        append_case_event(case, kind="state.changed", actor_type=ActorType.SYSTEM, data=data)
+    monkeypatch.setattr(exports._WrittenData, "_LIMIT", 2)
+    copied, copied_manifest = export(fmt, pii=False, python=False, monkeypatch=monkeypatch)
+    built, built_manifest = export(fmt, pii=False, python=True, monkeypatch=monkeypatch)
+    if fmt == "xlsx":
+        copied, built = sheet_xml(copied), sheet_xml(built)
+        assert copied.count(b"<row>") == 1 + CaseEvent.objects.count()
+    else:
+        assert len(lines(copied)) == CaseEvent.objects.count()
+    assert copied == built
+    assert copied_manifest["chain_heads"] == built_manifest["chain_heads"]
+
+
+def test_a_block_with_a_stray_data_mark_is_refused():
+    """Two marks a row: the data cannot be told apart otherwise, so nothing is guessed."""
+    written = exports._WrittenData(exports._jsonl_data)
+    mark = exports._DATA_MARK.encode()
+    row = b'{"data": ' + mark + b'{"b": 1, "a": 2}' + mark + b"}\n"
+    written_rows = exports._finished_block(bytearray(row * 2), 2, written)
+    assert written_rows == b'{"data": {"a": 2, "b": 1}}\n' * 2
+    with pytest.raises(ValueError, match="stray data mark"):
+        exports._finished_block(bytearray(row + mark + row), 2, written)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_of_its_own_reads_without_parallel_workers_and_only_itself():
+    """A parallel plan sorts every row before the first leaves; the setting ends with the export."""
+    open_failed_case()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        (default,) = cursor.fetchone()
+    assert default != "0"
+    manifest = new_manifest(filters=ExportFilters(), fmt="csv", actor=None, pii=False)
+    chunks = stream_export(
+        filters=ExportFilters(), fmt="csv", actor=None, pii=False, manifest=manifest
+    )
+    assert next(chunks).startswith(b"case_id,seq,")  # the header: the COPY is next
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone() == ("0",)
+    assert list(chunks)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone() == (default,)
