@@ -17,8 +17,15 @@ just before its real one:
 - api: ``/_bench/drf-one-query/<id>`` (DRF, no authentication, one indexed read) and
   ``/api/v1/cases/<id>/``, the app's status call with its bearer token and installation header.
 
-Reports throughput, latency and the ratio real ÷ bare of each pair, and the queries one request
-of each path makes (counted in a child process with the same settings).
+Between the bare view and the real one, each pair also measures its signed-in floor
+(``bench/urls.py``): the bare view behind the real authentication, with the same headers as the
+real read and the same indexed read narrowed to the customer's own cases, nothing else
+(``/_bench/signed-in-page-one-query/<id>``, ``…-json-…``, ``…-drf-…``). Its ratio to the same
+bare view is what authentication alone leaves of the budget, so no status read can reach
+more than it without weakening authentication; ``--no-floors`` leaves them out.
+
+Reports throughput, latency and the ratios real ÷ bare and floor ÷ bare of each pair, and the
+queries one request of each path makes (counted in a child process with the same settings).
 """
 
 import argparse
@@ -60,6 +67,12 @@ PAIRS = {
     "api": ("/_bench/drf-one-query/{case}", "/api/v1/cases/{case}/"),
 }
 HEADERS = {"page": "web", "json": "web", "api": "app"}
+# Each pair's signed-in floor, measured against the same bare view with the real one's headers.
+FLOORS = {
+    "page": "/_bench/signed-in-page-one-query/{case}",
+    "json": "/_bench/signed-in-json-one-query/{case}",
+    "api": "/_bench/signed-in-drf-one-query/{case}",
+}
 
 # Moves every seeded case on to an activation in progress, through the state machine (each
 # step a chained timeline event), as a verified customer's submission leaves it.
@@ -150,26 +163,31 @@ QUERY_COUNT = """
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-customer, pairs, kinds = (json.loads(argument) for argument in sys.argv[-3:])
+customer, paths, kinds = (json.loads(argument) for argument in sys.argv[-3:])
 counts = {}
-for name, paths in pairs.items():
-    for which, path in zip(("bare", "real"), paths):
-        sent = customer[kinds[name]] if which == "real" else {}
-        client = Client(HTTP_HOST="localhost")
-        kwargs = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in sent.items()}
-        url = path.format(case=customer["case"])
-        client.get(url, **kwargs)
-        with CaptureQueriesContext(connection) as queries:
-            status = client.get(url, **kwargs).status_code
-        counts[f"{name}_{which}"] = {"status": status, "queries": len(queries)}
+for key, path in paths.items():
+    name, which = key.rsplit("_", 1)
+    sent = customer[kinds[name]] if which != "bare" else {}
+    client = Client(HTTP_HOST="localhost")
+    kwargs = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in sent.items()}
+    url = path.format(case=customer["case"])
+    client.get(url, **kwargs)
+    with CaptureQueriesContext(connection) as queries:
+        status = client.get(url, **kwargs).status_code
+    counts[key] = {"status": status, "queries": len(queries)}
 print(json.dumps(counts))
 """
 
 
-def count_queries(env: dict[str, str], customer: dict) -> dict:
+def count_queries(env: dict[str, str], customer: dict, paths: dict[str, str]) -> dict:
+    """The queries of one request of each of ``paths`` (``<pair>_<bare|floor|real>``: path)."""
     script = "import json, sys, django; django.setup()\n" + QUERY_COUNT
-    arguments = [json.dumps(customer), json.dumps(PAIRS), json.dumps(HEADERS)]
-    return json_from_child(["-c", script, *arguments], env)
+    arguments = [json.dumps(customer), json.dumps(paths), json.dumps(HEADERS)]
+    try:
+        return json_from_child(["-c", script, *arguments], env)
+    except subprocess.CalledProcessError as error:
+        # Keep the run's throughput: say why the count failed instead of losing it all.
+        return {"error": (error.stderr or "").strip().splitlines()[-1:]}
 
 
 def main() -> None:
@@ -180,8 +198,18 @@ def main() -> None:
     parser.add_argument("--state", choices=["failed", "submitting"], default="submitting")
     parser.add_argument("--pairs", default=",".join(PAIRS), help="which pairs, comma-separated")
     parser.add_argument("--redis-db", type=int, default=15, help="emptied at the start")
+    parser.add_argument(
+        "--no-floors", dest="floors", action="store_false", help="skip the signed-in floors"
+    )
     options = parser.parse_args()
     pairs = {name: PAIRS[name] for name in options.pairs.split(",")}
+    # Each round measures, per pair, the bare view, then its floor, then the real read.
+    paths = {}
+    for name, (bare, real) in pairs.items():
+        paths[f"{name}_bare"] = bare
+        if options.floors:
+            paths[f"{name}_floor"] = FLOORS[name]
+        paths[f"{name}_real"] = real
     workdir = Path(tempfile.mkdtemp(prefix="api-status-"))
     env = environment(workdir)
     redis = REDIS.rsplit("/", 1)[0] + f"/{options.redis_db}"
@@ -214,19 +242,22 @@ def main() -> None:
     try:
         wait_for(f"{BASE}/healthz")
         customers = sign_in_all(options.customers)
-        rounds = {f"{name}_{which}": [] for name in pairs for which in ("bare", "real")}
-        for name, paths in pairs.items():  # warm every worker on every path
-            for path, headers in zip(paths, (None, HEADERS[name]), strict=True):
-                asyncio.run(load(customers, options.clients, 5, path, headers))
+        rounds: dict[str, list[dict]] = {key: [] for key in paths}
+
+        def headers_of(key: str) -> str | None:
+            name, which = key.rsplit("_", 1)
+            return None if which == "bare" else HEADERS[name]
+
+        for key, path in paths.items():  # warm every worker on every path
+            asyncio.run(load(customers, options.clients, 5, path, headers_of(key)))
         for _round in range(2):
-            for name, (bare, real) in pairs.items():
-                for which, path, headers in (("bare", bare, None), ("real", real, HEADERS[name])):
-                    rounds[f"{name}_{which}"].append(
-                        asyncio.run(
-                            load(customers, options.clients, options.requests, path, headers)
-                        )
+            for key, path in paths.items():
+                rounds[key].append(
+                    asyncio.run(
+                        load(customers, options.clients, options.requests, path, headers_of(key))
                     )
-        queries = count_queries(env, customers[0])
+                )
+        queries = count_queries(env, customers[0], paths)
     finally:
         os.killpg(web.pid, 15)
         web.wait(timeout=30)
@@ -238,9 +269,14 @@ def main() -> None:
         "machine": {"cores": os.cpu_count()},
         "clients": options.clients,
         "state": options.state,
+        # "<pair>": real ÷ bare; "<pair>_floor": floor ÷ the same bare.
         "ratios": {
-            name: round(throughput[f"{name}_real"] / throughput[f"{name}_bare"], 3)
+            (name if which == "real" else f"{name}_floor"): round(
+                throughput[f"{name}_{which}"] / throughput[f"{name}_bare"], 3
+            )
             for name in pairs
+            for which in ("floor", "real")
+            if f"{name}_{which}" in throughput
         },
         "queries": queries,
         "rounds": rounds,

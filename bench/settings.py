@@ -7,3 +7,5 @@ ROOT_URLCONF = "bench.urls"
 # production; cookies marked Secure would never come back to it.
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
+# The floor activation's tasks (``bench/tasks.py``), for the workers the benchmark starts.
+CELERY_IMPORTS = ["bench.tasks"]

@@ -164,6 +164,8 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # base.html's links, static files and languages, worked out once per process.
+                "portal.context_processors.layout",
             ],
         },
     },
