@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,9 @@ class Step:
     statements: list[str] = field(default_factory=list)  # SQL, savepoints included
     transactions: int = 0
     opened: int = 0  # of them, begun by BEGIN (and ended by COMMIT): two statements more each
+    cpu_ms: float = 0.0  # CPU of this thread (the web process's or the worker's share)
+    database_cpu_ms: float = 0.0  # CPU of the connection's PostgreSQL backend
+    wall_ms: float = 0.0  # time on the clock, waits included
 
     @property
     def sent(self) -> int:
@@ -100,19 +104,46 @@ def counting(connection, *, settles: bool = False):
         return execute(sql, params, many, context)
 
     profiling = PROFILE is not None and settles
+    backend_before = backend_cpu_seconds(connection)
     with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
         if profiling:
             PROFILE.enable()
+        started, clock = time.thread_time(), time.perf_counter()
         try:
             yield step
         finally:
+            step.cpu_ms = (time.thread_time() - started) * 1000
+            step.wall_ms = (time.perf_counter() - clock) * 1000
             if profiling:
                 PROFILE.disable()
+    step.database_cpu_ms = (backend_cpu_seconds(connection) - backend_before) * 1000
     step.statements = [
         query["sql"]
         for query in captured.captured_queries
         if query["sql"] not in TRANSACTION_MARKERS
     ]
+
+
+def backend_cpu_seconds(connection) -> float:
+    """CPU seconds used so far by the PostgreSQL backend serving ``connection`` (from /proc).
+
+    Read in clock ticks (10 ms here): one step's figure is coarse, the mean over many is not
+    biased. The backend's pid is asked once per connection, outside any step's count.
+    """
+    raw = connection.connection
+    if raw is None:
+        return 0.0
+    pid = BACKENDS.get(id(raw))
+    if pid is None:
+        pid = BACKENDS[id(raw)] = raw.info.backend_pid
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # not on this machine, or it ended
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / surge.CLOCK_TICKS
+
+
+BACKENDS: dict[int, int] = {}
 
 
 # --- statement shapes --------------------------------------------------------------------------
@@ -205,9 +236,11 @@ def visit(index: int, simulator, *, pending: bool) -> Visit:
     from activation.tasks import deliver_core_request, notify_case_resolved
 
     client = Client(HTTP_HOST=HOST, REMOTE_ADDR=f"10.7.{index // 250}.{index % 250 + 1}")
-    # The core's client, its middleware loaded before anything is counted (as a server's is).
+    # The core's client too; each loads its middleware (WhiteNoise scans the static files: some
+    # 50 ms) before anything is counted, as a server does once per process.
     callback = Client(HTTP_HOST=HOST)
-    callback.get("/healthz")
+    for each in (client, callback):
+        each.get("/healthz")
     result = Visit()
 
     def expect(response, status: int, what: str) -> None:
@@ -273,6 +306,189 @@ def background() -> dict[str, Step]:
             run()
         runs[name] = counted
     return runs
+
+
+def bare_requests(count: int) -> list[Step]:
+    """The CPU baseline: ``count`` bare INSERT requests (``/_bench/insert``), as the surge's."""
+    from django.db import connection
+    from django.test import Client
+
+    client = Client(HTTP_HOST=HOST)
+    steps = []
+    for _ in range(count):
+        with counting(connection) as step:
+            if client.post("/_bench/insert").status_code != 200:
+                raise SystemExit("the bare INSERT view did not answer 200")
+        steps.append(step)
+    return steps
+
+
+def floor_activations(customers: int) -> list[Step]:
+    """The floor activation (``bench/tasks.py``) once per customer, each step counted.
+
+    Each customer signs in again (not counted) and POSTs to ``/_bench/floor-submit``; the
+    floor's two tasks are then run here as the visit's are. One step per floor activation.
+    """
+    from django.db import connection
+    from django.test import Client
+
+    from bench.tasks import floor_delivery, floor_message
+
+    steps = []
+    for index in range(customers):
+        client = Client(HTTP_HOST=HOST, REMOTE_ADDR=f"10.9.{index // 250}.{index % 250 + 1}")
+        client.get("/healthz")
+        data = {"username": f"bench{index}", "password": surge.PASSWORD}
+        if client.post("/accounts/login/", data).status_code != 302:
+            raise SystemExit(f"bench{index}: the sign-in for the floor failed")
+        client.get("/accounts/login/")  # the CSRF cookie
+        token = client.cookies["csrftoken"].value
+        with counting(connection) as step:
+            answer = client.post("/_bench/floor-submit", {"csrfmiddlewaretoken": token})
+            if answer.status_code != 302:
+                raise SystemExit(f"the floor submit answered {answer.status_code}")
+            floor_delivery.run()
+            floor_message.run()
+        steps.append(step)
+    return steps
+
+
+def first_case_id() -> int:
+    from activation.models import ActivationCase
+
+    return ActivationCase.objects.order_by("pk").values_list("pk", flat=True)[0]
+
+
+def orm_statement_cost(case_id: int, repeats: int = 300) -> dict[str, dict[str, float]]:
+    """CPU (ms, this thread) of one statement through Django's ORM and of the same SQL sent raw.
+
+    Three shapes the settling steps are made of: a case read with its credit line, an UPDATE
+    of one case, an INSERT of one row. Run in a transaction that is rolled back; the minimum of
+    five rounds of ``repeats`` each. What the ORM adds per statement, before any of our logic,
+    is the part of an activation's CPU that fewer statements would save and nothing else would.
+    """
+    from django.db import connection, transaction
+    from django.db.models import F
+
+    from activation.models import ActivationCase, CodeSubmission
+
+    def read() -> None:
+        ActivationCase.objects.select_related("credit_line").get(pk=case_id)
+
+    def update() -> None:
+        ActivationCase.objects.filter(pk=case_id).update(retry_count=F("retry_count"))
+
+    def insert() -> None:
+        CodeSubmission.objects.create(case_id=case_id, submission_id=uuid.uuid4(), result="x")
+
+    read_sql = ActivationCase.objects.select_related("credit_line").filter(pk=case_id).query
+    update_sql = (
+        'UPDATE "activation_activationcase" SET "retry_count" = "activation_activationcase".'
+        '"retry_count" WHERE "activation_activationcase"."id" = %s'
+    )
+    insert_sql = (
+        'INSERT INTO "activation_codesubmission" ("case_id", "submission_id", "result", '
+        '"created_at") VALUES (%s, %s, %s, %s) RETURNING "activation_codesubmission"."id"'
+    )
+    sql, params = read_sql.sql_with_params()
+
+    def raw(statement: str, arguments) -> Callable[[], None]:
+        def run() -> None:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, arguments() if callable(arguments) else arguments)
+                if cursor.description:
+                    cursor.fetchall()
+
+        return run
+
+    shapes = {
+        "SELECT a case and its line": (read, raw(sql, params)),
+        "UPDATE a case": (update, raw(update_sql, [case_id])),
+        "INSERT a row": (
+            insert,
+            raw(insert_sql, lambda: [case_id, uuid.uuid4(), "x", datetime.now(UTC)]),
+        ),
+    }
+    figures = {}
+    with transaction.atomic():
+        for name, (orm, plain) in shapes.items():
+            timings = {}
+            for label, run in (("orm", orm), ("raw", plain)):
+                best = float("inf")
+                for _round in range(5):
+                    started = time.thread_time()
+                    for _ in range(repeats):
+                        run()
+                    best = min(best, (time.thread_time() - started) * 1000 / repeats)
+                timings[label] = round(best, 3)
+            figures[name] = timings
+        transaction.set_rollback(True)
+    return figures
+
+
+# The steps after the code is typed, which settle an activation (the surge's burst phase).
+SETTLING = ("POST verify", "task deliver_core_request", "POST core callback",
+            "task notify_case_resolved")  # fmt: skip
+
+
+def cpu_report(
+    instant: list[Visit], pending: list[Visit], bare: list[Step], floors: list[Step]
+) -> dict:
+    """CPU per step (this thread, and its PostgreSQL backend), warm, against a bare request.
+
+    In-process figures: no HTTP server, no Celery (the tasks' functions are called directly) and
+    no simulator (its thread is not counted), so they are the work itself, a floor under what the
+    surge benchmark measures across processes. The bare request's figure is the median of
+    ``--bare`` requests, each step's the mean over the warm customers.
+    """
+
+    def cpu(steps: list[Step]) -> tuple[float, float]:
+        return (
+            statistics.mean(s.cpu_ms for s in steps),
+            statistics.mean(s.database_cpu_ms for s in steps),
+        )
+
+    baseline = (
+        statistics.median(s.cpu_ms for s in bare),
+        statistics.mean(s.database_cpu_ms for s in bare),
+    )
+    print(
+        "\n### CPU per step, warm (ms: this process / its PostgreSQL backend; "
+        "in brackets the time on the clock, waits included)\n"
+    )
+    print("| step | 201 path | 202 path |\n|---|---:|---:|")
+    names = list(dict.fromkeys(n for v in instant[1:] + pending[1:] for n in v.steps))
+    figures: dict = {"bare INSERT request": baseline}
+    for name in names:
+        cells, shown = [], []
+        for visits in (instant[1:] or instant, pending[1:] or pending):
+            steps = [v.steps[name] for v in visits if name in v.steps]
+            cells.append(cpu(steps) if steps else None)
+            wall = statistics.mean(s.wall_ms for s in steps) if steps else 0
+            shown.append(f"{cells[-1][0]:.2f} / {cells[-1][1]:.2f} ({wall:.0f})" if steps else "—")
+        figures[name] = cells
+        print(f"| {name} | {shown[0]} | {shown[1]} |")
+    print(f"| bare INSERT request (baseline) | {baseline[0]:.2f} / {baseline[1]:.2f} | |")
+    steps_floor = cpu(floors[1:] or floors)
+    print(
+        f"| floor activation (`bench/tasks.py`: signed-in submit, delivery, message) "
+        f"| {steps_floor[0]:.2f} / {steps_floor[1]:.2f} | |"
+    )
+
+    def settled(index: int) -> float:
+        return sum(sum(figures[n][index]) for n in SETTLING if n in figures and figures[n][index])
+
+    per_activation = (1 - PENDING_SHARE) * settled(0) + PENDING_SHARE * settled(1)
+    ratio = per_activation / sum(baseline)
+    print(
+        f"\nsettling an activation ({', '.join(SETTLING)}; {PENDING_SHARE:.0%} by callback): "
+        f"{per_activation:.1f} ms of CPU in this process and PostgreSQL = "
+        f"{ratio:.1f} × a bare request ({sum(baseline):.2f} ms); the floor activation "
+        f"{sum(steps_floor) / sum(baseline):.1f} × (no Celery, HTTP server or core in either)"
+    )
+    return {"steps": figures, "per_settled_activation_ms": round(per_activation, 2),
+            "ratio_to_bare": round(ratio, 2), "floor_activation": steps_floor,
+            "floor_ratio_to_bare": round(sum(steps_floor) / sum(baseline), 2)}  # fmt: skip
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -346,6 +562,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--output", default=str(surge.ROOT / "var" / "bench-statements.json"))
     parser.add_argument(
+        "--bare", type=int, default=300, help="bare INSERT requests timed as the CPU baseline"
+    )
+    parser.add_argument(
         "--profile",
         metavar="FILE",
         help="profile the steps that settle an activation (the code submit, the delivery, the "
@@ -393,6 +612,9 @@ def main() -> None:
             for i in range(options.customers, 2 * options.customers)
         ]
         idle = background()
+        bare = bare_requests(options.bare)
+        floor = floor_activations(2 * options.customers)
+        orm = orm_statement_cost(first_case_id())
         counted_here = sum(s.transactions for v in instant + pending for s in v.steps.values())
         counted_here += sum(s.transactions for s in idle.values())
         connection.close()  # an ended backend reports its statistics at once
@@ -424,6 +646,14 @@ def main() -> None:
             for what in ("statements", "transactions")
         }
     print(f"\n### per settled activation, {PENDING_SHARE:.0%} confirmed by callback: {weighted}")
+    report["cpu"] = cpu_report(instant, pending, bare, floor)
+    report["orm_statement_cost_ms"] = orm
+    print("\n### one statement through the ORM and sent raw (ms of CPU, this thread)\n")
+    print("| shape | ORM | raw | ORM − raw |\n|---|---:|---:|---:|")
+    for name, timing in orm.items():
+        print(
+            f"| {name} | {timing['orm']} | {timing['raw']} | {timing['orm'] - timing['raw']:.3f} |"
+        )
     print("\n### background, per run (nothing to do)\n")
     print("| run | statements | transactions | shapes |\n|---|---:|---:|---|")
     for name, step in idle.items():

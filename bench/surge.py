@@ -254,6 +254,14 @@ async def bare_view(base: str, users: int, per_user: int, meter: CpuMeter) -> di
     return summary(latencies, statuses, elapsed, expected=200) | {"cpu_ms_per_request": cpu}
 
 
+# What runs the portal, as against the core simulator and this load generator.
+PORTAL_ROLES = ("web", "workers", "beat", "postgresql", "redis")
+
+
+def portal_cpu(by_role: dict[str, float]) -> float:
+    return sum(by_role.get(role, 0.0) for role in PORTAL_ROLES)
+
+
 def summary(latencies: list[float], statuses: list[int], elapsed: float, *, expected: int) -> dict:
     return {
         "requests": len(latencies),
@@ -363,28 +371,66 @@ async def surge(
     paced_figures["seconds_until_settled"] = await asyncio.to_thread(wait_until_settled)
 
     signed_in = await signed_in_baseline(burst, per_customer=10, meter=meter)
+    floor = await floor_activations(burst, per_customer=3, meter=meter)
     for customer in customers:
         await customer.session.close()
     await connector.close()
-    return {"burst": burst_figures, "paced": paced_figures, "signed_in_nothing": signed_in}
+    return {
+        "burst": burst_figures,
+        "paced": paced_figures,
+        "signed_in_nothing": signed_in,
+        "floor_activation": floor,
+    }
 
 
 async def signed_in_baseline(customers: list[Customer], *, per_customer: int, meter: CpuMeter):
     """A second baseline: signed-in customers POST to a view that does nothing at all."""
+    meter.start()
+    results, elapsed = await signed_in_posts(customers, "/_bench/signed-in-nothing", per_customer)
+    return figures(results, elapsed) | {"cpu_ms_per_request": meter.per_request(len(results))}
+
+
+async def signed_in_posts(
+    customers: list[Customer], url: str, per_customer: int
+) -> tuple[list[tuple[float, int]], float]:
+    """Each customer POSTs to ``url`` ``per_customer`` times in turn, all customers at once;
+    answer each POST's latency and status, and the seconds it all took."""
     results: list[tuple[float, int]] = []
 
     async def one_customer(customer: Customer) -> None:
         data = {"csrfmiddlewaretoken": csrf(customer.session)}
         for _request in range(per_customer):
             began = time.perf_counter()
-            status = await post(customer.session, "/_bench/signed-in-nothing", data)
+            status = await post(customer.session, url, data)
             results.append((time.perf_counter() - began, status))
 
-    meter.start()
     began = time.perf_counter()
     await asyncio.gather(*map(one_customer, customers))
-    elapsed = time.perf_counter() - began
-    return figures(results, elapsed) | {"cpu_ms_per_request": meter.per_request(len(results))}
+    return results, time.perf_counter() - began
+
+
+async def floor_activations(customers: list[Customer], *, per_customer: int, meter: CpuMeter):
+    """Signed-in customers each start ``per_customer`` floor activations (``bench/tasks.py``).
+
+    Each is a POST to ``/_bench/floor-submit`` (what every customer POST costs, as the
+    signed-in baseline, then one INSERT and the delivery queued) and the two tasks it sets off;
+    the CPU is read once all of them have written their rows, so it covers the tasks too.
+    """
+    with psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True) as db:
+
+        def probe_rows() -> int:
+            return db.execute("SELECT count(*) FROM bench_probe").fetchone()[0]
+
+        expected = probe_rows() + 3 * per_customer * len(customers)  # the submit's row, the tasks'
+        meter.start()
+        results, elapsed = await signed_in_posts(customers, "/_bench/floor-submit", per_customer)
+        deadline = time.monotonic() + 300
+        while probe_rows() < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        cpu = meter.per_request(len(results))
+        if probe_rows() < expected:
+            raise SystemExit("the floor activations' tasks did not all run")
+    return figures(results, elapsed) | {"cpu_ms_per_activation": cpu}
 
 
 def wait_until_settled(timeout: float = 600) -> float:
@@ -534,6 +580,22 @@ def main() -> None:
         **submits,
         "throughput_ratio_burst_to_bare": round(
             submits["burst"]["throughput_per_s"] / bare["throughput_per_s"], 3
+        ),
+        # CPU of the portal's processes (web, workers, beat, PostgreSQL, Redis) ÷ a bare request's.
+        "cpu_ratio_settled_activation_to_bare": round(
+            portal_cpu(submits["burst"]["cpu_ms_per_submit_until_settled"])
+            / portal_cpu(bare["cpu_ms_per_request"]),
+            1,
+        ),
+        "cpu_ratio_floor_activation_to_bare": round(
+            portal_cpu(submits["floor_activation"]["cpu_ms_per_activation"])
+            / portal_cpu(bare["cpu_ms_per_request"]),
+            1,
+        ),
+        "throughput_ratio_floor_activation_to_signed_in_nothing": round(
+            submits["floor_activation"]["throughput_per_s"]
+            / submits["signed_in_nothing"]["throughput_per_s"],
+            3,
         ),
         "throughput_ratio_signed_in_nothing_to_bare": round(
             submits["signed_in_nothing"]["throughput_per_s"] / bare["throughput_per_s"], 3
