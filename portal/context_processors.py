@@ -3,6 +3,8 @@
 from functools import cache
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.templatetags.static import static
 from django.urls import get_script_prefix, reverse
@@ -31,3 +33,15 @@ def _layout(script_prefix: str) -> dict[str, object]:
             (code, get_language_info(code)["name_local"]) for code, _name in settings.LANGUAGES
         ),
     }
+
+
+# What the layout is worked out from: a test that overrides one of them sees its own layout.
+_LAYOUT_SETTINGS = frozenset(
+    {"LANGUAGES", "STATIC_URL", "STORAGES", "ROOT_URLCONF", "FORCE_SCRIPT_NAME"}
+)
+
+
+@receiver(setting_changed)
+def _forget_layout(*, setting: str, **kwargs: object) -> None:
+    if setting in _LAYOUT_SETTINGS:
+        _layout.cache_clear()

@@ -119,3 +119,12 @@ def test_the_app_floor_asks_for_the_apps_token(app, case):  # noqa: F811
     url = f"/_bench/signed-in-drf-one-query/{case.pk}"
     assert APIClient().get(url).status_code == 401
     assert app.get(url).json() == {"id": case.pk, "state": "failed"}
+
+
+def test_the_layout_follows_a_setting_a_test_overrides(signed_in, case):
+    signed_in.get(f"/activation/{case.pk}/")  # the process has worked its layout out
+    with override_settings(STATIC_URL="/elsewhere/"):
+        html = signed_in.get(f"/activation/{case.pk}/").text
+        assert f'href="{static("css/site.css")}"' in html
+        assert 'href="/elsewhere/' in html
+    assert 'href="/elsewhere/' not in signed_in.get(f"/activation/{case.pk}/").text
