@@ -64,15 +64,7 @@ PASSWORD_VARIABLE = "BENCH_BACKOFFICE_STAFF_PASSWORD"  # noqa: S105 (a variable'
 
 def environment(workdir: Path) -> dict[str, str]:
     """The surge benchmark's production settings, on this benchmark's database and Redis db."""
-    env = surge.environment(workdir)
-    env.update(
-        DATABASE_URL=f"{PG}/{DB_NAME}",
-        CACHE_URL=f"rediscache://127.0.0.1:6379/{REDIS_DB}",
-        CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        SMS_BACKEND="verification.sms.LocmemBackend",
-        ALLOWED_HOSTS=HOST,
-    )
-    return env
+    return surge.environment_on(workdir, database=DB_NAME, redis_db=REDIS_DB, hosts=HOST)
 
 
 def create_database(env: dict[str, str]) -> None:

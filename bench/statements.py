@@ -45,16 +45,11 @@ PROFILE: cProfile.Profile | None = None
 
 def environment(workdir: Path) -> dict[str, str]:
     """The surge benchmark's production-like settings, on this benchmark's database and Redis db."""
-    env = surge.environment(workdir)
-    env.update(
-        DATABASE_URL=f"{surge.PG}/{DB_NAME}",
-        CACHE_URL=f"rediscache://127.0.0.1:6379/{REDIS_DB}",
-        # Nothing is consumed from it: the tasks' functions are called directly.
-        CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        CELERY_TASK_ALWAYS_EAGER="false",
-        SMS_BACKEND="verification.sms.LocmemBackend",
-        ALLOWED_HOSTS=f"{HOST},127.0.0.1",
+    env = surge.environment_on(
+        workdir, database=DB_NAME, redis_db=REDIS_DB, hosts=f"{HOST},127.0.0.1"
     )
+    # Nothing is consumed from the broker: the tasks' functions are called directly.
+    env.update(CELERY_TASK_ALWAYS_EAGER="false")
     return env
 
 

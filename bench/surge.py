@@ -134,6 +134,20 @@ def environment(workdir: Path) -> dict[str, str]:
     return env
 
 
+def environment_on(workdir: Path, *, database: str, redis_db: int, hosts: str) -> dict[str, str]:
+    """The surge's production settings on another benchmark's database and Redis db, with SMS
+    kept in memory and ``hosts`` allowed."""
+    env = environment(workdir)
+    env.update(
+        DATABASE_URL=f"{PG}/{database}",
+        CACHE_URL=f"rediscache://127.0.0.1:6379/{redis_db}",
+        CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{redis_db}",
+        SMS_BACKEND="verification.sms.LocmemBackend",
+        ALLOWED_HOSTS=hosts,
+    )
+    return env
+
+
 def prepare_database(env: dict[str, str], customers: int, database: str = DB_NAME) -> None:
     """Create ``database`` afresh, migrate it (through ``env``) and seed ``customers``, each with
     a credit line and a stuck case."""

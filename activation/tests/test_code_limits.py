@@ -21,12 +21,6 @@ GUESS_SPACING_SECONDS = 10
 
 
 @pytest.fixture
-def signed_in(client, customer):
-    client.force_login(customer)
-    return client
-
-
-@pytest.fixture
 def clock():
     with time_machine.travel(timezone.now(), tick=False) as traveller:
         yield traveller

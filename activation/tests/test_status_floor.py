@@ -27,12 +27,6 @@ def case(customer):
     return open_failed_case(customer)
 
 
-@pytest.fixture
-def signed_in(client, customer):
-    client.force_login(customer)
-    return client
-
-
 def test_the_layout_reverses_no_url_when_a_page_is_rendered(rf, customer):
     request = rf.get("/help/")
     request.user = customer

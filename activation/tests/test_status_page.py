@@ -23,12 +23,6 @@ STATUS_QUERIES = 2
 
 
 @pytest.fixture
-def signed_in(client, customer):
-    client.force_login(customer)
-    return client
-
-
-@pytest.fixture
 def submitting(customer, django_capture_on_commit_callbacks):
     case, _request = submitted_case(customer, django_capture_on_commit_callbacks)
     return case

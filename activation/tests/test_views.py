@@ -15,12 +15,6 @@ from verification.sms import LocmemBackend
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client, customer):
-    client.force_login(customer)
-    return client
-
-
 def retry_url(case):
     return reverse("activation:retry", args=[case.pk])
 

@@ -74,12 +74,6 @@ class RefusingBackend:
         raise SmsDeliveryError("HTTP 400: refused")
 
 
-@pytest.fixture
-def signed_in(client, customer):
-    client.force_login(customer)
-    return client
-
-
 def send(client, case, channel="sms"):
     return client.post(
         reverse("activation:retry", args=[case.pk]), {"action": "send", "channel": channel}
